@@ -1,0 +1,8 @@
+"""Datasets (embedded digits, TFDS, image folders) and augmentation layers."""
+
+from keras_ebm.data.augment import RandomApply
+from keras_ebm.data.augment import RandomResizedCrop
+from keras_ebm.data.augment import make_augmenter
+from keras_ebm.data.datasets import DataError
+from keras_ebm.data.datasets import ImageDataset
+from keras_ebm.data.datasets import load

@@ -1,0 +1,3 @@
+"""Training state that contrasting needs, held in non-trainable variables."""
+
+from keras_ebm.memory.queue import Queue

@@ -1,0 +1,169 @@
+"""MoCo v2: contrast queries against a queue of momentum-encoded keys."""
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from keras_ebm.layers.cosine_energy import normalize
+from keras_ebm.losses.info_nce import info_nce
+from keras_ebm.memory.queue import Queue
+from keras_ebm.methods.base import ContrastiveEmbeddingMethod
+from keras_ebm.methods.base import clone_layer
+
+
+@keras.saving.register_keras_serializable(package="keras_ebm")
+class MoCo(ContrastiveEmbeddingMethod):
+    """MoCo (v2): momentum contrast with a queue of negative keys.
+
+    Energy: E(q, k) = -cos(q, k) / temperature between a query q = g(f(x_q))
+    and a key k = g_k(f_k(x_k)) from a momentum (EMA) copy of the encoder and
+    head. Contrasted samples: a FIFO queue of the keys of past batches
+    (`model.queue`). Loss: InfoNCE, which pushes down the energy of each query
+    with the key of its own image and pushes up its energy with the queue.
+
+    After each step the key encoder follows the query encoder,
+    theta_k <- m theta_k + (1 - m) theta_q, and the batch's keys are enqueued.
+
+    Shuffle BN on one device: with several GPUs MoCo computes batch-norm
+    statistics per GPU and shuffles the keys across GPUs, so that a query and
+    its key never share statistics (otherwise the model can find the positive
+    through them and "cheat"). Here the batch is split into `bn_splits` groups
+    that each get their own batch-norm statistics, and the keys are randomly
+    permuted before the split and restored after it.
+
+    Args:
+        encoder: Keras model f mapping images to embeddings h.
+        projection_head: Keras layer g mapping h to z (MoCo v2: a 2-layer MLP).
+        queue_size: int, default 4096. Number of negative keys K.
+        momentum: float in [0, 1), default 0.99. EMA coefficient m of the key
+            encoder (0.999 in the ImageNet paper, 0.99 for CIFAR-sized runs).
+        temperature: positive float, default 0.2.
+        augmenter: None or a layer/callable making a random view (see SimCLR).
+        bn_splits: int, default 8. Groups with their own batch-norm statistics
+            (1 disables the shuffle-BN substitute). The batch must hold at
+            least `bn_splits` images.
+        **kwargs: `keras.Model` keyword arguments.
+
+    Attributes:
+        key_encoder, key_projection_head: the momentum copies (not trained by
+            gradients; saved with the model).
+        queue: `keras_ebm.memory.Queue` of the negative keys, saved with the model.
+
+    Example:
+
+    >>> model = MoCo(encoder, ProjectionHead((512,), 128, batch_norm=False),
+    ...              queue_size=4096, momentum=0.99, temperature=0.2,
+    ...              augmenter=keras_ebm.data.make_augmenter((32, 32, 3)))
+    >>> model.compile(optimizer=keras.optimizers.SGD(0.06, momentum=0.9))
+    >>> model.fit(images, batch_size=256, epochs=200)
+
+    Reference:
+        He, Fan, Wu, Xie & Girshick, Momentum Contrast for Unsupervised Visual
+        Representation Learning, CVPR 2020 (Algorithm 1); Chen, Fan, Girshick &
+        He, Improved Baselines with Momentum Contrastive Learning, 2020.
+    """
+
+    def __init__(self, encoder, projection_head, queue_size=4096, momentum=0.99,
+                 temperature=0.2, augmenter=None, bn_splits=8, **kwargs):
+        super().__init__(encoder, projection_head, augmenter=augmenter, **kwargs)
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"MoCo: momentum must be in [0, 1), got {momentum}")
+        if temperature <= 0:
+            raise ValueError(f"MoCo: temperature must be > 0, got {temperature}")
+        if int(queue_size) < 1 or int(bn_splits) < 1:
+            raise ValueError(f"MoCo: queue_size and bn_splits must be >= 1, "
+                             f"got {queue_size} and {bn_splits}")
+        self.queue_size = int(queue_size)
+        self.momentum = float(momentum)
+        self.temperature = float(temperature)
+        self.bn_splits = int(bn_splits)
+        self.key_encoder = clone_layer(encoder)
+        self.key_projection_head = clone_layer(projection_head)
+        self.key_encoder.trainable = False
+        self.key_projection_head.trainable = False
+        self.queue = None
+        self.build_from_encoder()
+
+    def build_state(self, embedding_shape, projection_shape):
+        if not self.key_encoder.built:
+            self.key_encoder.build(self._encoder_input_shape() or embedding_shape)
+        if not self.key_projection_head.built:
+            self.key_projection_head.build(embedding_shape)
+        # The key encoder starts as an exact copy of the query encoder.
+        for key_weight, weight in self._weight_pairs():
+            key_weight.assign(weight)
+        if self.queue is None:
+            self.queue = Queue(self.queue_size, int(projection_shape[-1]), name="queue")
+
+    def build(self, input_shape):
+        if not self.key_encoder.built:
+            self.key_encoder.build(input_shape)
+        super().build(input_shape)
+
+    def _weight_pairs(self):
+        return (list(zip(self.key_encoder.weights, self.encoder.weights))
+                + list(zip(self.key_projection_head.weights, self.projection_head.weights)))
+
+    def momentum_update(self):
+        """theta_k <- m theta_k + (1 - m) theta_q for the trainable weights.
+
+        Batch-norm moving statistics of the key encoder are updated by its own
+        forward passes, as in the reference implementation.
+        """
+        for key_weight, weight in self._weight_pairs():
+            if weight.trainable:
+                key_weight.assign(self.momentum * key_weight + (1.0 - self.momentum) * weight)
+
+    def _encode_in_groups(self, images, encoder, head, training, shuffle):
+        """z = g(f(x)) with batch-norm statistics computed per group of the batch."""
+        if self.bn_splits == 1:
+            return head(encoder(images, training=training), training=training)
+        batch_size = tf.shape(images)[0]
+        tf.debugging.assert_greater_equal(
+            batch_size, self.bn_splits,
+            message=f"MoCo: the batch must hold at least bn_splits={self.bn_splits} images")
+        order = tf.random.shuffle(tf.range(batch_size)) if shuffle else tf.range(batch_size)
+        group_of = tf.cast(tf.range(batch_size) * self.bn_splits // batch_size, "int32")
+        groups = tf.dynamic_partition(tf.gather(images, order), group_of, self.bn_splits)
+        positions = tf.dynamic_partition(order, group_of, self.bn_splits)
+        outputs = [head(encoder(group, training=training), training=training) for group in groups]
+        # Put every projection back at its image's position (un-shuffle).
+        return tf.dynamic_stitch(positions, outputs)
+
+    def contrastive_loss(self, view_a, view_b, training):
+        keys = ops.stop_gradient(normalize(self._encode_in_groups(
+            view_b, self.key_encoder, self.key_projection_head, training, shuffle=True)))
+        queries = self._encode_in_groups(view_a, self.encoder, self.projection_head, training,
+                                         shuffle=False)
+        loss, logits, labels = info_nce(queries, keys, self.queue.keys, self.temperature)
+        return loss, logits, labels, keys
+
+    def train_step(self, data):
+        # 0. Two views: the query view and the key view of each image.
+        view_query, view_key = self.make_views(data)
+        # 1. The key encoder follows the query encoder (EMA), then encodes the keys.
+        self.momentum_update()
+        with tf.GradientTape() as tape:
+            # 2. Forward: energies of each query with its key and with the
+            #    queue; InfoNCE pushes the first down and the others up.
+            loss, logits, labels, keys = self.contrastive_loss(view_query, view_key, training=True)
+        # 3. Gradients and the optimizer's update (query encoder and head only).
+        self.apply_gradients(tape, loss)
+        # 4. The newest keys enter the queue, the oldest leave it.
+        self.queue.enqueue(keys)
+        return self.update_trackers(loss, logits, labels)
+
+    def test_step(self, data):
+        view_query, view_key = self.make_views(data)
+        loss, logits, labels, _ = self.contrastive_loss(view_query, view_key, training=False)
+        return self.update_trackers(loss, logits, labels)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "queue_size": self.queue_size,
+            "momentum": self.momentum,
+            "temperature": self.temperature,
+            "bn_splits": self.bn_splits,
+        })
+        return config

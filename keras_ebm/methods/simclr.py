@@ -1,0 +1,73 @@
+"""SimCLR: contrast each view against the other 2N - 2 views of the batch."""
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from keras_ebm.losses.nt_xent import nt_xent
+from keras_ebm.methods.base import ContrastiveEmbeddingMethod
+
+
+@keras.saving.register_keras_serializable(package="keras_ebm")
+class SimCLR(ContrastiveEmbeddingMethod):
+    """SimCLR: a simple framework for contrastive learning of visual representations.
+
+    Energy: E(z_i, z_j) = -cos(z_i, z_j) / temperature on the projections
+    z = g(f(x)) of two augmented views of each image. Contrasted samples: the
+    other 2N - 2 views of the batch. Loss: NT-Xent, which pushes the energy of
+    each positive pair down and the energy against every other view up.
+
+    Args:
+        encoder: Keras model f mapping images to embeddings h (the
+            representation kept after training).
+        projection_head: Keras layer g mapping h to z
+            (`keras_ebm.layers.ProjectionHead`).
+        temperature: positive float, default 0.5.
+        augmenter: None, or a layer/callable that makes a random view of a
+            batch (`keras_ebm.data.make_augmenter`). With it, `fit(images)`;
+            without it, `fit` takes `(view_a, view_b)` pairs.
+        **kwargs: `keras.Model` keyword arguments.
+
+    Example:
+
+    >>> encoder = keras_ebm.backbones.small_cnn((8, 8, 1))
+    >>> model = SimCLR(encoder, ProjectionHead((256,), 64), temperature=0.5,
+    ...                augmenter=keras_ebm.data.make_augmenter((8, 8, 1)))
+    >>> model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    >>> model.fit(images, batch_size=256, epochs=10)
+    >>> embeddings = model.predict(images)
+
+    Reference:
+        Chen, Kornblith, Norouzi & Hinton, A Simple Framework for Contrastive
+        Learning of Visual Representations, ICML 2020, Algorithm 1.
+    """
+
+    def __init__(self, encoder, projection_head, temperature=0.5, augmenter=None, **kwargs):
+        super().__init__(encoder, projection_head, augmenter=augmenter, **kwargs)
+        if temperature <= 0:
+            raise ValueError(f"SimCLR: temperature must be > 0, got {temperature}")
+        self.temperature = float(temperature)
+        self.build_from_encoder()
+
+    def contrastive_loss(self, view_a, view_b, training):
+        # Both views go through the encoder as one batch of 2N, as in the
+        # paper's implementation, so batch norm sees all 2N views.
+        projections = self.project(ops.concatenate([view_a, view_b], axis=0), training=training)
+        projections_a, projections_b = ops.split(projections, 2, axis=0)
+        return nt_xent(projections_a, projections_b, self.temperature)
+
+    def train_step(self, data):
+        # 0. Two random views of every image in the batch.
+        view_a, view_b = self.make_views(data)
+        with tf.GradientTape() as tape:
+            # 1. Forward: energies of all pairs of views; NT-Xent pushes the
+            #    positive pair's energy down and the others' up.
+            loss, logits, labels = self.contrastive_loss(view_a, view_b, training=True)
+        # 2.-3. Gradients and the optimizer's update.
+        self.apply_gradients(tape, loss)
+        return self.update_trackers(loss, logits, labels)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"temperature": self.temperature})
+        return config
