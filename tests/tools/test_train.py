@@ -1,0 +1,121 @@
+"""tools/train.py end to end: every flagfile for a few steps, and bad input."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TRAIN = os.path.join(ROOT, "tools", "train.py")
+CONFIGS = os.path.join(ROOT, "configs")
+SMOKE = ["--backbone=tiny_cnn", "--epochs=1", "--steps_per_epoch=2", "--batch_size=16",
+         "--probe_draws=1", "--queue_size=64", "--projection_hidden_dims=16",
+         "--projection_dim=8"]
+
+
+@pytest.fixture(scope="module")
+def train_module():
+    spec = importlib.util.spec_from_file_location("keras_ebm_train_tool", TRAIN)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_in_process(module, args):
+    module.FLAGS.unparse_flags()
+    module.FLAGS(["train.py", *args])
+    module.main([])
+
+
+@pytest.mark.parametrize("config", ["moco", "simclr", "moco_cifar10", "simclr_cifar10"])
+def test_flagfile_runs_a_few_steps(train_module, tmp_path, config):
+    workdir, export_dir = tmp_path / "work", tmp_path / "export"
+    args = [f"--flagfile={CONFIGS}/{config}.flags", *SMOKE, f"--workdir={workdir}",
+            f"--export_dir={export_dir}"]
+    if "cifar10" in config:
+        with tfds.testing.mock_data(num_examples=48, policy=tfds.testing.MockPolicy.USE_CODE):
+            run_in_process(train_module, args)
+    else:
+        run_in_process(train_module, args)
+    assert train_module.FLAGS.method in config
+    metrics = json.loads((workdir / "metrics.json").read_text())
+    assert metrics["method"] == train_module.FLAGS.method
+    assert np.isfinite(metrics["final_loss"])
+    assert set(metrics["evaluation"]) == {"raw pixels", "encoder at init",
+                                          f"{metrics['method']} (trained)"}
+    assert (workdir / "model.keras").exists()
+    assert os.listdir(workdir / "tb")
+    # The SavedModel maps `images` to `embeddings`, without keras_ebm.
+    loaded = tf.saved_model.load(str(export_dir / "1"))
+    serve = loaded.signatures["serving_default"]
+    shape = (8, 8, 1) if "cifar" not in config else (32, 32, 3)
+    images = tf.random.uniform((3, *shape))
+    assert serve(images=images)["embeddings"].shape == (3, 16)
+
+
+def test_paper_scale_configs_say_what_the_paper_says(train_module):
+    for config, temperature in [("moco_cifar10", 0.1), ("simclr_cifar10", 0.5)]:
+        train_module.FLAGS.unparse_flags()
+        train_module.FLAGS(["train.py", f"--flagfile={CONFIGS}/{config}.flags"])
+        flags = train_module.FLAGS
+        assert (flags.backbone, flags.batch_size, flags.epochs) == ("resnet18_cifar", 512, 800)
+        assert flags.temperature == temperature
+        if config.startswith("moco"):
+            assert (flags.queue_size, flags.momentum) == (4096, 0.99)
+        with open(f"{CONFIGS}/{config}.flags") as f:
+            head = f.readline()
+        assert head.startswith("#")
+
+
+def run_cli(*args, cwd):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.run([sys.executable, TRAIN, *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def _error_lines(stderr):
+    # TensorFlow's C++ start-up messages are not ours; keep the tool's own lines.
+    return [line for line in stderr.splitlines()
+            if line.strip() and not line.startswith(("WARNING: All log", "I0000", "E0000",
+                                                      "W0000"))]
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["--method=byol"], "--method"),
+    (["--epochs=0"], "--epochs"),
+    (["--learning_rate=nan"], "--learning_rate"),
+    (["--no_such_flag=1"], "no_such_flag"),
+    (["--dataset=imagenet_from_nowhere"], "--dataset"),
+    (["--flagfile=configs/missing.flags"], "missing.flags"),
+])
+def test_bad_input_is_one_line_exit_2_nothing_exported(tmp_path, args, expected):
+    export_dir = tmp_path / "export"
+    result = run_cli(*args, f"--workdir={tmp_path / 'work'}", f"--export_dir={export_dir}",
+                     cwd=ROOT)
+    lines = _error_lines(result.stderr)
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1, lines
+    assert expected in lines[0]
+    assert "Traceback" not in result.stderr
+    assert not export_dir.exists()
+
+
+def test_empty_image_folder_and_unwritable_workdir(tmp_path):
+    (tmp_path / "images" / "cats").mkdir(parents=True)
+    result = run_cli("--dataset=folder:" + str(tmp_path / "images"), f"--workdir={tmp_path}/w",
+                     f"--export_dir={tmp_path}/e", cwd=ROOT)
+    lines = _error_lines(result.stderr)
+    assert result.returncode == 2 and len(lines) == 1 and "images" in lines[0], result.stderr
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = run_cli(f"--workdir={blocker}/sub", f"--export_dir={tmp_path}/e", cwd=ROOT)
+    lines = _error_lines(result.stderr)
+    assert result.returncode == 2 and len(lines) == 1 and "--workdir" in lines[0], result.stderr
+    assert not (tmp_path / "e").exists()
