@@ -27,8 +27,11 @@ from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
 
+import ebm_recipes  # noqa: E402  (defines the EBM flags)
+
 SSL_METHODS = ("simclr", "moco")
-METHODS = SSL_METHODS
+EBM_METHODS = ebm_recipes.EBM_METHODS
+METHODS = SSL_METHODS + EBM_METHODS
 
 flags.DEFINE_string("method", "moco", f"Method to train: one of {', '.join(METHODS)}.")
 flags.DEFINE_string("dataset", "digits",
@@ -107,7 +110,7 @@ def validate_flags():
 
     if FLAGS.method not in METHODS:
         raise UsageError(f"--method={FLAGS.method!r} is unknown; choose one of {', '.join(METHODS)}")
-    if FLAGS.backbone not in registry.BACKBONES:
+    if FLAGS.method in SSL_METHODS and FLAGS.backbone not in registry.BACKBONES:
         raise UsageError(f"--backbone={FLAGS.backbone!r} is unknown; choose one of "
                          f"{', '.join(registry.BACKBONES)}")
     for name in ("epochs", "batch_size", "queue_size", "bn_splits", "projection_dim",
@@ -133,6 +136,13 @@ def validate_flags():
                          "must be a comma-separated list of integers") from None
     if any(d < 1 for d in hidden):
         raise UsageError("--projection_hidden_dims must hold positive integers")
+    for name in ("step_size", "noise_scale", "energy_l2", "grad_clip", "noise_ratio",
+                 "dae_noise_level", "proposal_scale", "reinit_fraction"):
+        _finite(name, getattr(FLAGS, name), 0)
+    for name in ("num_hidden", "mcmc_steps", "num_chains", "grid_size", "toy_train_samples",
+                 "toy_test_samples"):
+        if getattr(FLAGS, name) < 1:
+            raise UsageError(f"--{name}={getattr(FLAGS, name)} must be >= 1")
     if FLAGS.method == "moco" and FLAGS.batch_size < FLAGS.bn_splits:
         raise UsageError(f"--batch_size={FLAGS.batch_size} must be >= --bn_splits={FLAGS.bn_splits}")
 
@@ -279,6 +289,26 @@ def train_ssl(dataset, workdir, export_dir):
     return metrics
 
 
+def train_ebm(workdir, export_dir):
+    """Classical EBM training (CD, PCD, NCE, ratio matching, MPF, ML, DAE)."""
+    print(f"Training {FLAGS.method} on {FLAGS.dataset} ({FLAGS.epochs} epochs)")
+    try:
+        metrics = ebm_recipes.run(FLAGS, workdir, export_dir)
+    except ValueError as error:
+        if str(error).startswith("--"):  # a bad flag combination, named by the recipe
+            raise UsageError(str(error)) from None
+        raise
+    print()
+    for key, value in metrics.items():
+        if isinstance(value, float):
+            print(f"{key:<36}{value:>14.4f}")
+    if "stopped" in metrics:
+        print(f"\nStopped early: {metrics['stopped']}")
+    print(f"\nModel: {metrics['model']}. SavedModel: {metrics['saved_model']}. "
+          f"Metrics and pictures: {workdir}")
+    return metrics
+
+
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
@@ -292,6 +322,9 @@ def main(argv):
         import keras_ebm
 
         keras.utils.set_random_seed(FLAGS.seed)
+        if FLAGS.method in EBM_METHODS:
+            train_ebm(workdir, export_dir)
+            return
         try:
             dataset = keras_ebm.data.load(FLAGS.dataset, data_dir=FLAGS.data_dir,
                                           image_size=FLAGS.image_size,

@@ -1,5 +1,11 @@
 """Evaluation of learned representations and energies."""
 
+from keras_ebm.evaluation.ais import ais_log_partition
+from keras_ebm.evaluation.density import grid_log_likelihood
+from keras_ebm.evaluation.density import grid_log_partition
 from keras_ebm.evaluation.knn import knn_accuracy
-from keras_ebm.evaluation.linear_probe import linear_probe
 from keras_ebm.evaluation.linear_probe import evaluate_features
+from keras_ebm.evaluation.linear_probe import linear_probe
+from keras_ebm.evaluation.log_partition import rbm_log_likelihood
+from keras_ebm.evaluation.log_partition import rbm_log_partition
+from keras_ebm.evaluation.mmd import mmd

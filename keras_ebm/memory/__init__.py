@@ -1,3 +1,4 @@
 """Training state that contrasting needs, held in non-trainable variables."""
 
 from keras_ebm.memory.queue import Queue
+from keras_ebm.memory.replay_buffer import ReplayBuffer

@@ -34,6 +34,31 @@ def run_in_process(module, args):
     module.main([])
 
 
+EBM_CONFIGS = sorted(os.path.basename(name)[:-len(".flags")] for name in os.listdir(CONFIGS)
+                     if name.endswith(".flags") and "moco" not in name and "simclr" not in name)
+
+
+def test_every_flagfile_is_covered():
+    assert {"cd_rbm", "cdk_rbm", "pcd_rbm", "nce_rbm", "ratio_matching_rbm", "mpf_rbm", "ml_rbm",
+            "dae", "pcd_rings"} <= set(EBM_CONFIGS)
+
+
+@pytest.mark.parametrize("config", EBM_CONFIGS)
+def test_ebm_flagfile_runs_a_few_steps(train_module, tmp_path, config):
+    workdir, export_dir = tmp_path / "work", tmp_path / "export"
+    run_in_process(train_module, [
+        f"--flagfile={CONFIGS}/{config}.flags", "--epochs=1", "--steps_per_epoch=2",
+        "--toy_train_samples=400", "--toy_test_samples=200", "--grid_size=40",
+        "--energy_hidden_units=8", "--num_chains=40", "--noais",
+        f"--workdir={workdir}", f"--export_dir={export_dir}"])
+    metrics = json.loads((workdir / "metrics.json").read_text())
+    assert metrics["method"] == train_module.FLAGS.method
+    assert (workdir / "model.keras").exists()
+    assert any(name.endswith(".png") for name in os.listdir(workdir))
+    loaded = tf.saved_model.load(str(export_dir / "1"))
+    assert {"serving_default", "energy"} <= set(loaded.signatures)
+
+
 @pytest.mark.parametrize("config", ["moco", "simclr", "moco_cifar10", "simclr_cifar10"])
 def test_flagfile_runs_a_few_steps(train_module, tmp_path, config):
     workdir, export_dir = tmp_path / "work", tmp_path / "export"

@@ -1,0 +1,98 @@
+"""Training guards for energy-based models."""
+
+import logging
+
+import keras
+import numpy as np
+
+
+class NonFiniteError(FloatingPointError):
+    """Raised by `NonFiniteGuard(raise_error=True)` when a monitored value is not finite."""
+
+
+@keras.saving.register_keras_serializable(package="keras_ebm")
+class NonFiniteGuard(keras.callbacks.Callback):
+    """Stops training at the first non-finite loss or energy and restores the last good weights.
+
+    After every batch it checks the monitored logs (by default every metric a
+    method reports: loss, energy_data, energy_samples, ...). On a NaN or an
+    infinity it restores the weights (trainable and non-trainable, so
+    persistent chains too) saved after the last finite batch, sets
+    `model.stop_training`, and reports which quantity failed at which step
+    in `self.message`, in the log and, if `raise_error`, as `NonFiniteError`.
+    It never replaces a NaN with a number.
+
+    Args:
+        monitor: sequence of log names to check, or None for all logs.
+            Defaults to None.
+        raise_error: bool, raise `NonFiniteError` after restoring. Defaults to False.
+        check_weights: bool, also check that every weight is finite (catches
+            energies whose metrics are still finite). Defaults to True.
+
+    Example:
+
+    >>> guard = NonFiniteGuard()
+    >>> model.fit(x, epochs=100, callbacks=[guard])
+    >>> guard.stopped_step, guard.message
+
+    Reference:
+        The reference EBM codebases (Du & Mordatch 2019; Nijkamp et al. 2020)
+        report divergence as the main failure mode of MCMC-trained EBMs.
+    """
+
+    def __init__(self, monitor=None, raise_error=False, check_weights=True):
+        super().__init__()
+        self.monitor = None if monitor is None else tuple(monitor)
+        self.raise_error = bool(raise_error)
+        self.check_weights = bool(check_weights)
+        self.stopped_step = None
+        self.message = None
+        self._good_weights = None
+        self._step = 0
+
+    def on_train_begin(self, logs=None):
+        # The weights after step k are only known to be good once step k + 1
+        # has computed finite energies with them: keep the last validated set.
+        self._good_weights = [np.array(w) for w in self.model.get_weights()]
+        self._candidate_weights = self._good_weights
+        self._step = 0
+        self.stopped_step = None
+        self.message = None
+
+    def _bad_quantity(self, logs):
+        for name, value in (logs or {}).items():
+            if self.monitor is not None and name not in self.monitor:
+                continue
+            value = np.asarray(value)
+            if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+                return name, value
+        if self.check_weights:
+            for variable in self.model.weights:
+                value = np.asarray(variable)
+                if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+                    return f"weight {variable.path}", float("nan")
+        return None
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._step += 1
+        bad = self._bad_quantity(logs)
+        if bad is None:
+            self._good_weights = self._candidate_weights
+            self._candidate_weights = [np.array(w) for w in self.model.get_weights()]
+            return
+        name, value = bad
+        self.stopped_step = self._step
+        self.message = (
+            f"Non-finite {name} (= {value}) at training step {self._step} "
+            f"(batch {batch}); stopped training and restored the weights used by step "
+            f"{self._step - 1}, the last step with finite values."
+        )
+        logging.error(self.message)
+        print(self.message, flush=True)
+        self.model.set_weights(self._good_weights)
+        self.model.stop_training = True
+        if self.raise_error:
+            raise NonFiniteError(self.message)
+
+    def get_config(self):
+        return {"monitor": self.monitor, "raise_error": self.raise_error, "check_weights": self.check_weights}

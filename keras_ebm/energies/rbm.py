@@ -1,0 +1,202 @@
+"""Restricted Boltzmann machine with binary visible and hidden units."""
+
+import math
+
+import keras
+import tensorflow as tf
+
+
+def _bernoulli(probabilities):
+    """Draws {0, 1} samples with the given probabilities (same dtype)."""
+    uniform = tf.random.uniform(tf.shape(probabilities), dtype=probabilities.dtype)
+    return tf.cast(uniform < probabilities, probabilities.dtype)
+
+
+def _binary_states(num_bits, dtype="float32"):
+    """All 2**num_bits binary vectors, shape [2**num_bits, num_bits]."""
+    codes = tf.range(2**num_bits, dtype=tf.int32)[:, None]
+    bits = tf.bitwise.bitwise_and(
+        tf.bitwise.right_shift(codes, tf.range(num_bits, dtype=tf.int32)[None, :]), 1
+    )
+    return tf.cast(bits, dtype)
+
+
+@keras.saving.register_keras_serializable(package="keras_ebm")
+class RBM(keras.layers.Layer):
+    """Bernoulli-Bernoulli restricted Boltzmann machine; calling it gives the free energy.
+
+    The joint energy of visible units `v` and hidden units `h` is
+
+        E(v, h) = -v . b - h . c - v^T W h,
+
+    and summing out the hidden units gives the free energy returned by `call`:
+
+        F(v) = -v . b - sum_j softplus(c_j + v . W[:, j]),   p(v) = exp(-F(v)) / Z.
+
+    The conditionals are exact and factorise:
+    p(h_j = 1 | v) = sigmoid(c_j + v . W[:, j]) and
+    p(v_i = 1 | h) = sigmoid(b_i + W[i, :] . h).
+
+    Args:
+        num_visible: int, number of visible units.
+        num_hidden: int, number of hidden units.
+        kernel_initializer: initializer of `kernel` [num_visible, num_hidden].
+            Defaults to `RandomNormal(stddev=0.01)` (Hinton's practical guide).
+        visible_bias_initializer: initializer of `visible_bias`. Defaults to
+            `"zeros"`; use `set_visible_bias_from_data` for log(p / (1 - p)).
+        hidden_bias_initializer: initializer of `hidden_bias`. Defaults to `"zeros"`.
+        **kwargs: base layer keyword arguments.
+
+    Example:
+
+    >>> rbm = RBM(num_visible=64, num_hidden=16)
+    >>> free_energy = rbm(tf.zeros([2, 64]))   # shape [2]
+    >>> log_z = rbm.log_partition()           # exact, enumerates 2**16 hidden states
+
+    Reference:
+        Smolensky, 1986; Hinton, "Training products of experts by minimizing
+        contrastive divergence", Neural Computation 2002; Hinton, "A practical
+        guide to training restricted Boltzmann machines", 2010.
+    """
+
+    def __init__(
+        self,
+        num_visible,
+        num_hidden,
+        kernel_initializer=None,
+        visible_bias_initializer="zeros",
+        hidden_bias_initializer="zeros",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.num_visible = int(num_visible)
+        self.num_hidden = int(num_hidden)
+        self.kernel_initializer = keras.initializers.get(
+            kernel_initializer or keras.initializers.RandomNormal(stddev=0.01)
+        )
+        self.visible_bias_initializer = keras.initializers.get(visible_bias_initializer)
+        self.hidden_bias_initializer = keras.initializers.get(hidden_bias_initializer)
+        # The shapes are known from the arguments, so the weights exist at once
+        # (optimizers and `.keras` loading never meet an unbuilt RBM).
+        self.build((None, self.num_visible))
+
+    def build(self, input_shape=None):
+        if self.built:
+            return
+        self.kernel = self.add_weight(
+            name="kernel",
+            shape=(self.num_visible, self.num_hidden),
+            initializer=self.kernel_initializer,
+        )
+        self.visible_bias = self.add_weight(
+            name="visible_bias", shape=(self.num_visible,), initializer=self.visible_bias_initializer
+        )
+        self.hidden_bias = self.add_weight(
+            name="hidden_bias", shape=(self.num_hidden,), initializer=self.hidden_bias_initializer
+        )
+        self.built = True
+
+    def call(self, visible):
+        return self.free_energy(visible)
+
+    def free_energy(self, visible):
+        """F(v) = -v . b - sum_j softplus(c_j + v W_j), shape [batch]."""
+        visible = tf.cast(visible, self.compute_dtype)
+        hidden_preactivation = tf.matmul(visible, self.kernel) + self.hidden_bias
+        return -tf.linalg.matvec(visible, self.visible_bias) - tf.reduce_sum(
+            tf.nn.softplus(hidden_preactivation), axis=-1
+        )
+
+    def joint_energy(self, visible, hidden):
+        """E(v, h) = -v . b - h . c - v^T W h, shape [batch]."""
+        visible = tf.cast(visible, self.compute_dtype)
+        hidden = tf.cast(hidden, self.compute_dtype)
+        return (
+            -tf.linalg.matvec(visible, self.visible_bias)
+            - tf.linalg.matvec(hidden, self.hidden_bias)
+            - tf.reduce_sum(tf.matmul(visible, self.kernel) * hidden, axis=-1)
+        )
+
+    def hidden_probabilities(self, visible):
+        """p(h = 1 | v) = sigmoid(c + v W), shape [batch, num_hidden]."""
+        visible = tf.cast(visible, self.compute_dtype)
+        return tf.sigmoid(tf.matmul(visible, self.kernel) + self.hidden_bias)
+
+    def visible_probabilities(self, hidden):
+        """p(v = 1 | h) = sigmoid(b + h W^T), shape [batch, num_visible]."""
+        hidden = tf.cast(hidden, self.compute_dtype)
+        return tf.sigmoid(tf.matmul(hidden, self.kernel, transpose_b=True) + self.visible_bias)
+
+    def sample_hidden(self, visible):
+        """Draws h ~ p(h | v)."""
+        return _bernoulli(self.hidden_probabilities(visible))
+
+    def sample_visible(self, hidden):
+        """Draws v ~ p(v | h)."""
+        return _bernoulli(self.visible_probabilities(hidden))
+
+    def log_partition(self):
+        """Exact log Z, differentiable, by summing out the smaller layer.
+
+        With 2**H hidden states h enumerated,
+        log Z = logsumexp_h [h . c + sum_i softplus(b_i + W[i, :] . h)];
+        if the visible layer is the smaller one, the roles swap. Raises
+        ValueError when both layers have more than 20 units (use AIS).
+        """
+        if min(self.num_hidden, self.num_visible) > 20:
+            raise ValueError(
+                "Exact log Z enumerates 2**min(num_visible, num_hidden) states; "
+                f"got {self.num_visible} visible and {self.num_hidden} hidden units "
+                "(at most 20 allowed). Use keras_ebm.evaluation.ais instead."
+            )
+        if self.num_hidden <= self.num_visible:
+            hidden = _binary_states(self.num_hidden, self.compute_dtype)
+            visible_preactivation = (
+                tf.matmul(hidden, self.kernel, transpose_b=True) + self.visible_bias
+            )
+            log_unnormalised = tf.linalg.matvec(hidden, self.hidden_bias) + tf.reduce_sum(
+                tf.nn.softplus(visible_preactivation), axis=-1
+            )
+        else:
+            visible = _binary_states(self.num_visible, self.compute_dtype)
+            log_unnormalised = -self.free_energy(visible)
+        return tf.reduce_logsumexp(log_unnormalised)
+
+    def log_prob(self, visible):
+        """Exact log p(v) = -F(v) - log Z, shape [batch]."""
+        return -self.free_energy(visible) - self.log_partition()
+
+    def set_visible_bias_from_data(self, visible, epsilon=1e-2):
+        """Sets b_i = log(p_i / (1 - p_i)) from the mean activity p_i of the data.
+
+        This is the initialisation recommended in Hinton's practical guide
+        (section 8); the RBM then starts at the independent-pixel model.
+        """
+        mean = tf.reduce_mean(tf.cast(visible, self.variable_dtype), axis=0)
+        mean = tf.clip_by_value(mean, epsilon, 1.0 - epsilon)
+        self.visible_bias.assign(tf.math.log(mean) - tf.math.log1p(-mean))
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_visible": self.num_visible,
+                "num_hidden": self.num_hidden,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "visible_bias_initializer": keras.initializers.serialize(
+                    self.visible_bias_initializer
+                ),
+                "hidden_bias_initializer": keras.initializers.serialize(
+                    self.hidden_bias_initializer
+                ),
+            }
+        )
+        return config
+
+
+# Exposed for evaluation code that wants the raw enumeration.
+binary_states = _binary_states
+LOG_2 = math.log(2.0)

@@ -1,0 +1,110 @@
+"""A buffer of persistent MCMC chains (PCD / replay buffer), held in variables."""
+
+import keras
+import tensorflow as tf
+
+
+@keras.saving.register_keras_serializable(package="keras_ebm")
+class ReplayBuffer(keras.layers.Layer):
+    """Persistent chains for PCD, stored in a non-trainable variable.
+
+    `sample(n)` draws n distinct chains; each is replaced by fresh noise with
+    probability `reinit_fraction` (Du & Mordatch's 5% restarts). After the
+    sampler has advanced them, `update(indices, x)` writes them back. With
+    `reinit_fraction=0` and `n == size`, this is Tieleman's PCD with a fixed
+    set of chains.
+
+        x_init = where(u < reinit_fraction, noise, chains[indices]),  u ~ U(0, 1).
+
+    Because the chains live in a variable, checkpoints and `.keras` files
+    save them, and training resumes from the same chains.
+
+    Args:
+        size: int, number of chains.
+        shape: tuple, shape of one chain state (e.g. `(64,)` or `(28, 28, 1)`).
+        reinit_fraction: float in [0, 1], probability that a drawn chain
+            restarts from noise. Defaults to 0.05.
+        noise: `"uniform"` (U(minval, maxval)), `"bernoulli"` ({0, 1} with
+            probability 1/2) or `"normal"` (N(0, 1)). Defaults to `"uniform"`.
+        minval: float, lower end of the uniform noise. Defaults to -1.0.
+        maxval: float, upper end of the uniform noise. Defaults to 1.0.
+        **kwargs: base layer keyword arguments.
+
+    Example:
+
+    >>> buffer = ReplayBuffer(size=10000, shape=(2,), minval=-4.0, maxval=4.0)
+    >>> x_init, indices = buffer.sample(128)
+    >>> buffer.update(indices, sampler(energy, x_init))
+
+    Reference:
+        Tieleman, "Training restricted Boltzmann machines using approximations
+        to the likelihood gradient", ICML 2008; Du & Mordatch, "Implicit
+        generation and modeling with energy based models", NeurIPS 2019.
+    """
+
+    def __init__(self, size, shape, reinit_fraction=0.05, noise="uniform", minval=-1.0, maxval=1.0, **kwargs):
+        super().__init__(**kwargs)
+        if noise not in ("uniform", "bernoulli", "normal"):
+            raise ValueError(f"noise must be 'uniform', 'bernoulli' or 'normal', got {noise!r}")
+        if not 0.0 <= reinit_fraction <= 1.0:
+            raise ValueError(f"reinit_fraction must be in [0, 1], got {reinit_fraction}")
+        self.size = int(size)
+        self.shape = tuple(int(s) for s in shape)
+        self.reinit_fraction = float(reinit_fraction)
+        self.noise = noise
+        self.minval = float(minval)
+        self.maxval = float(maxval)
+        self.chains = self.add_weight(
+            name="chains",
+            shape=(self.size,) + self.shape,
+            initializer=lambda shape, dtype=None: self.draw_noise(shape[0]),
+            trainable=False,
+        )
+        self.built = True
+
+    def draw_noise(self, num_samples):
+        """Fresh chain states, shape [num_samples, *shape]."""
+        shape = tf.concat([[num_samples], self.shape], axis=0)
+        if self.noise == "uniform":
+            return tf.random.uniform(shape, self.minval, self.maxval)
+        if self.noise == "normal":
+            return tf.random.normal(shape)
+        return tf.cast(tf.random.uniform(shape) < 0.5, tf.float32)
+
+    def sample(self, num_samples=None):
+        """Draws `num_samples` distinct chains (all when None); returns (x, indices)."""
+        if num_samples is None or num_samples == self.size:
+            indices = tf.range(self.size)
+        else:
+            indices = tf.random.shuffle(tf.range(self.size))[:num_samples]
+        x = tf.gather(tf.convert_to_tensor(self.chains), indices)
+        if self.reinit_fraction > 0.0:
+            count = tf.shape(indices)[0]
+            restart = tf.random.uniform([count]) < self.reinit_fraction
+            restart = tf.reshape(restart, [-1] + [1] * len(self.shape))
+            x = tf.where(restart, self.draw_noise(count), x)
+        return x, indices
+
+    def update(self, indices, x):
+        """Writes the advanced chains back: chains[indices] = x."""
+        updated = tf.tensor_scatter_nd_update(
+            tf.convert_to_tensor(self.chains), indices[:, None], tf.cast(x, self.chains.dtype)
+        )
+        self.chains.assign(updated)
+
+    def call(self, num_samples=None):
+        return self.sample(num_samples)[0]
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "size": self.size,
+                "shape": self.shape,
+                "reinit_fraction": self.reinit_fraction,
+                "noise": self.noise,
+                "minval": self.minval,
+                "maxval": self.maxval,
+            }
+        )
+        return config

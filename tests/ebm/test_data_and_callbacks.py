@@ -1,0 +1,106 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_ebm.callbacks import NonFiniteError
+from keras_ebm.callbacks import NonFiniteGuard
+from keras_ebm.data.binary_digits import independent_pixels_log_likelihood
+from keras_ebm.data.binary_digits import load_binary_digits
+from keras_ebm.data.toy_2d import TOY_2D_NAMES
+from keras_ebm.data.toy_2d import toy_2d
+from keras_ebm.energies import RBM
+from keras_ebm.methods.contrastive_divergence import ContrastiveDivergence
+from keras_ebm.methods.denoising_autoencoder import DenoisingAutoencoder
+from keras_ebm.methods.denoising_autoencoder import corrupt
+from keras_ebm.samplers import Gibbs
+
+
+def test_binary_digits_split_and_independent_pixel_baseline():
+    (x_train, y_train), (x_test, y_test) = load_binary_digits()
+    assert x_train.shape == (1257, 64) and x_test.shape == (540, 64)
+    assert set(np.unique(x_train).tolist()) == {0.0, 1.0}
+    assert len(np.unique(y_test)) == 10
+    assert independent_pixels_log_likelihood(x_train, x_test) == pytest.approx(-25.14, abs=0.01)
+
+
+@pytest.mark.parametrize("name", TOY_2D_NAMES)
+def test_toy_2d_shapes_range_and_seed(name):
+    x = toy_2d(name, 500, seed=3)
+    assert x.shape == (500, 2) and x.dtype == np.float32
+    assert np.abs(x).max() < 4.0
+    np.testing.assert_array_equal(x, toy_2d(name, 500, seed=3))
+    assert not np.array_equal(x, toy_2d(name, 500, seed=4))
+
+
+def test_rings_radii():
+    radius = np.linalg.norm(toy_2d("rings", 2000, seed=0), axis=1)
+    assert abs(np.mean(radius[radius < 1.75]) - 1.0) < 0.05
+    assert abs(np.mean(radius[radius >= 1.75]) - 2.5) < 0.05
+
+
+def test_unknown_toy_names_the_choices():
+    with pytest.raises(ValueError, match="rings"):
+        toy_2d("spirals", 10)
+
+
+@keras.saving.register_keras_serializable(package="keras_ebm_tests")
+class ExplodingEnergy(keras.layers.Layer):
+    """E(x) = w sum(x) + log(0.3 - w): finite until w passes 0.3, then NaN."""
+
+    def build(self, input_shape):
+        self.w = self.add_weight(name="w", shape=(), initializer="zeros")
+
+    def call(self, x):
+        return tf.reduce_sum(x, axis=-1) * self.w + tf.math.log(0.3 - self.w)
+
+
+def test_non_finite_guard_stops_names_the_step_and_restores_weights():
+    model = ContrastiveDivergence(ExplodingEnergy(), Gibbs(num_steps=1))
+    model.sampler = keras_identity_sampler()
+    model.build((None, 2))
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    x = -np.ones((8, 2), "float32")
+    guard = NonFiniteGuard()
+    # loss = -2 w: SGD moves w to 0.2, 0.4; the third step computes log(-0.1).
+    model.fit(x, batch_size=8, epochs=20, verbose=0, callbacks=[guard])
+    assert guard.stopped_step == 3
+    assert "step 3" in guard.message and "Non-finite" in guard.message
+    assert float(model.energy.w) == pytest.approx(0.2)
+    assert np.isfinite(model.energy(x)).all()
+    with pytest.raises(NonFiniteError):
+        model.energy.w.assign(0.0)
+        model.fit(x, batch_size=8, epochs=20, verbose=0, callbacks=[NonFiniteGuard(raise_error=True)])
+
+
+def keras_identity_sampler():
+    from keras_ebm.samplers.sampler import Sampler
+
+    class Shift(Sampler):
+        def step(self, energy, x, step_index):
+            return x + 1.0, tf.ones(tf.shape(x)[:1])
+
+    return Shift(num_steps=1)
+
+
+def test_dae_lowers_reconstruction_energy_of_data():
+    keras.utils.set_random_seed(0)
+    (x_train, _), (x_test, _) = load_binary_digits()
+    autoencoder = keras.Sequential([keras.Input((64,)), keras.layers.Dense(32, activation="swish"),
+                                    keras.layers.Dense(64, activation="sigmoid")])
+    model = DenoisingAutoencoder(autoencoder, noise="bitflip", noise_level=0.1)
+    model.compile(optimizer=keras.optimizers.Adam(0.01))
+    before = float(np.mean(model.energy(x_test)))
+    model.fit(x_train, batch_size=100, epochs=5, verbose=0)
+    after_data = float(np.mean(model.energy(x_test)))
+    random_bits = (np.random.default_rng(0).random((200, 64)) < 0.3).astype("float32")
+    assert after_data < before
+    assert after_data < float(np.mean(model.energy(random_bits)))
+
+
+def test_corruptions():
+    x = tf.ones([1000, 10])
+    assert abs(float(tf.reduce_mean(corrupt(x, "bitflip", 0.2))) - 0.8) < 0.02
+    assert abs(float(tf.reduce_mean(corrupt(x, "masking", 0.5))) - 0.5) < 0.02
+    with pytest.raises(ValueError):
+        corrupt(x, "salt", 0.1)

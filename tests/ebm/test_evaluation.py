@@ -1,0 +1,57 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_ebm.energies import RBM
+from keras_ebm.evaluation.ais import ais_log_partition
+from keras_ebm.evaluation.density import gaussian_log_likelihood
+from keras_ebm.evaluation.density import grid_log_likelihood
+from keras_ebm.evaluation.log_partition import brute_force_log_partition
+from keras_ebm.evaluation.log_partition import rbm_log_likelihood
+from keras_ebm.evaluation.log_partition import rbm_log_partition
+from keras_ebm.evaluation.mmd import mmd
+
+
+def random_rbm(num_visible, num_hidden, scale, seed=0):
+    rng = np.random.default_rng(seed)
+    rbm = RBM(num_visible, num_hidden)
+    rbm.kernel.assign(scale * rng.standard_normal((num_visible, num_hidden)).astype("float32"))
+    rbm.visible_bias.assign(rng.normal(-1.0, 1.0, num_visible).astype("float32"))
+    rbm.hidden_bias.assign(rng.normal(0.0, 1.0, num_hidden).astype("float32"))
+    return rbm
+
+
+def test_exact_log_likelihood_sums_to_one_on_a_tiny_rbm():
+    rbm = random_rbm(5, 3, scale=1.0)
+    states = np.array([[(i >> k) & 1 for k in range(5)] for i in range(32)], "float32")
+    log_p = -np.asarray(rbm(states), "float64") - rbm_log_partition(rbm)
+    assert np.exp(log_p).sum() == pytest.approx(1.0, abs=1e-4)
+    assert rbm_log_likelihood(rbm, states) == pytest.approx(log_p.mean(), abs=1e-4)
+    assert rbm_log_partition(rbm) == pytest.approx(brute_force_log_partition(rbm, 5), abs=1e-4)
+
+
+def test_ais_within_half_a_nat_of_exact_on_16_hidden_units():
+    rbm = random_rbm(64, 16, scale=0.3, seed=1)
+    exact = rbm_log_partition(rbm)
+    base = np.asarray(rbm.visible_bias)  # a reasonable base: the RBM's own biases
+    estimate, log_weights = ais_log_partition(rbm, num_chains=64, num_betas=2000, base_visible_bias=base, seed=0)
+    assert log_weights.shape == (64,)
+    assert abs(estimate - exact) < 0.5
+
+
+def test_grid_log_likelihood_of_a_gaussian_energy_is_exact():
+    def energy(x):
+        return tf.reduce_sum(tf.square(x) / (2 * 0.64), axis=-1)  # N(0, 0.8^2 I), unnormalised
+
+    x = np.random.default_rng(0).normal(0, 0.8, size=(500, 2)).astype("float32")
+    exact = np.mean(-np.sum(x**2, axis=1) / (2 * 0.64) - np.log(2 * np.pi * 0.64))
+    assert grid_log_likelihood(energy, x, bounds=(-4.0, 4.0), grid_size=200) == pytest.approx(exact, abs=1e-3)
+    assert gaussian_log_likelihood(x, x) == pytest.approx(exact, abs=0.05)
+
+
+def test_mmd_small_for_same_distribution_and_large_for_different():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(300, 2)), rng.normal(size=(300, 2))
+    c = rng.normal(2.0, 1.0, size=(300, 2))
+    assert abs(mmd(a, b)) < 0.02
+    assert mmd(a, c) > 0.3
