@@ -2,6 +2,8 @@ r"""Trains a keras_ebm method, evaluates it and exports it for TF Serving.
 
     python tools/train.py --flagfile=configs/moco.flags
     python tools/train.py --method=simclr --dataset=digits --epochs=100
+    python tools/train.py --flagfile=configs/pirl.flags
+    python tools/train.py --flagfile=configs/contrastive_embedding.flags
 
 Writes into --workdir: TensorBoard logs (tb/), checkpoints (checkpoints/),
 the trained model (model.keras) and the evaluation (metrics.json); exports the
@@ -29,7 +31,7 @@ from absl import logging  # noqa: E402
 
 import ebm_recipes  # noqa: E402  (defines the EBM flags)
 
-SSL_METHODS = ("simclr", "moco")
+SSL_METHODS = ("simclr", "moco", "pirl", "contrastive_embedding")
 EBM_METHODS = ebm_recipes.EBM_METHODS
 METHODS = SSL_METHODS + EBM_METHODS
 
@@ -52,14 +54,29 @@ flags.DEFINE_string("workdir", "runs/default", "Folder for logs, checkpoints, mo
 flags.DEFINE_string("export_dir", None, "TF Serving model base path (default saved_models/<method>).")
 flags.DEFINE_integer("seed", 0, "Random seed.")
 # Method hyper-parameters.
-flags.DEFINE_float("temperature", None, "Softmax temperature (default: SimCLR 0.5, MoCo 0.2).")
+flags.DEFINE_float("temperature", None,
+                   "Softmax temperature (default: SimCLR 0.5, MoCo 0.2, PIRL 0.07).")
 flags.DEFINE_integer("queue_size", 4096, "MoCo: number of negative keys in the queue.")
 flags.DEFINE_float("momentum", 0.99, "MoCo: EMA coefficient of the key encoder.")
 flags.DEFINE_integer("bn_splits", 8, "MoCo: batch-norm groups (shuffle-BN substitute; 1 = off).")
+flags.DEFINE_integer("num_negatives", 4096, "PIRL: negatives drawn from the memory bank per step.")
+flags.DEFINE_float("bank_momentum", 0.5, "PIRL: momentum of the memory-bank update.")
+flags.DEFINE_float("loss_weight", 0.5, "PIRL: weight lambda of the patch (jigsaw) NCE term.")
+flags.DEFINE_enum("nce_form", "nce", ["nce", "infonce"],
+                  "PIRL: the lecture's NCE or the InfoNCE (softmax) form.")
+flags.DEFINE_integer("jigsaw_resize", None,
+                     "PIRL: resize images to this size before cutting the 3x3 jigsaw grid.")
+flags.DEFINE_integer("jigsaw_patch_size", None,
+                     "PIRL: random crop of this size from each jigsaw cell (default: whole cell).")
+flags.DEFINE_integer("patch_dim", 128, "PIRL: width of the shared per-patch embedding of g.")
+flags.DEFINE_enum("energy", "cosine", ["cosine", "l2"],
+                  "ContrastiveEmbedding: energy between embeddings, 1 - cos or |a - b|.")
+flags.DEFINE_float("margin", 0.5, "ContrastiveEmbedding: margin of the hinge on negative pairs.")
 flags.DEFINE_list("projection_hidden_dims", ["512"], "Hidden widths of the projection head.")
 flags.DEFINE_integer("projection_dim", 128, "Output dimension of the projection head.")
 flags.DEFINE_bool("projection_batch_norm", None,
-                  "Batch norm in the projection head (default: SimCLR yes, MoCo no).")
+                  "Batch norm in the projection head (default: SimCLR and ContrastiveEmbedding "
+                  "yes, MoCo and PIRL no).")
 # Augmentation.
 flags.DEFINE_float("augment_strength", 1.0, "Colour-jitter strength s (SimCLR).")
 flags.DEFINE_float("crop_scale_min", 0.2, "Smallest area fraction of the random resized crop.")
@@ -114,10 +131,11 @@ def validate_flags():
         raise UsageError(f"--backbone={FLAGS.backbone!r} is unknown; choose one of "
                          f"{', '.join(registry.BACKBONES)}")
     for name in ("epochs", "batch_size", "queue_size", "bn_splits", "projection_dim",
-                 "probe_draws"):
+                 "probe_draws", "num_negatives", "patch_dim"):
         if getattr(FLAGS, name) < 1:
             raise UsageError(f"--{name}={getattr(FLAGS, name)} must be >= 1")
-    for name in ("steps_per_epoch", "max_train_examples", "image_size"):
+    for name in ("steps_per_epoch", "max_train_examples", "image_size", "jigsaw_resize",
+                 "jigsaw_patch_size"):
         if getattr(FLAGS, name) is not None and getattr(FLAGS, name) < 1:
             raise UsageError(f"--{name}={getattr(FLAGS, name)} must be >= 1")
     _finite("learning_rate", FLAGS.learning_rate, 0, low_open=True)
@@ -125,6 +143,9 @@ def validate_flags():
     _finite("warmup_epochs", FLAGS.warmup_epochs, 0)
     _finite("temperature", FLAGS.temperature, 0, low_open=True)
     _finite("momentum", FLAGS.momentum, 0, 1, high_open=True)
+    _finite("bank_momentum", FLAGS.bank_momentum, 0, 1, high_open=True)
+    _finite("loss_weight", FLAGS.loss_weight, 0, 1)
+    _finite("margin", FLAGS.margin, 0, low_open=True)
     _finite("augment_strength", FLAGS.augment_strength, 0)
     _finite("crop_scale_min", FLAGS.crop_scale_min, 0, 1, low_open=True)
     _finite("blur_probability", FLAGS.blur_probability, 0, 1)
@@ -145,6 +166,42 @@ def validate_flags():
             raise UsageError(f"--{name}={getattr(FLAGS, name)} must be >= 1")
     if FLAGS.method == "moco" and FLAGS.batch_size < FLAGS.bn_splits:
         raise UsageError(f"--batch_size={FLAGS.batch_size} must be >= --bn_splits={FLAGS.bn_splits}")
+
+
+# The smallest jigsaw patch side: a 3x3 grid of 2x2 patches (8x8 digits as
+# stored) carries almost no shape, so PIRL asks for a resize instead.
+MIN_PATCH_SIZE = 4
+
+
+def make_jigsaw():
+    import keras_ebm
+
+    return keras_ebm.layers.Jigsaw(grid_size=3, patch_size=FLAGS.jigsaw_patch_size,
+                                   resize_to=FLAGS.jigsaw_resize, seed=FLAGS.seed, name="jigsaw")
+
+
+def validate_dataset(dataset):
+    """Checks the flags that depend on the data, once it is loaded."""
+    num_train = len(dataset.x_train)
+    if FLAGS.batch_size > num_train:
+        raise UsageError(f"--batch_size={FLAGS.batch_size} is larger than the "
+                         f"{num_train} training images of {FLAGS.dataset}")
+    if FLAGS.method != "pirl":
+        return
+    if FLAGS.num_negatives > num_train:
+        raise UsageError(f"--num_negatives={FLAGS.num_negatives} is larger than the memory bank "
+                         f"(one entry per training image: {num_train})")
+    height, width = dataset.image_shape[:2]
+    try:
+        patch = make_jigsaw().patch_shape(dataset.image_shape)
+    except ValueError as error:
+        raise UsageError(f"--jigsaw_resize/--jigsaw_patch_size: {error}") from None
+    if min(patch[:2]) < MIN_PATCH_SIZE:
+        size = FLAGS.jigsaw_resize or f"{height}x{width}"
+        raise UsageError(f"--method=pirl: images of {size} are too small for a 3x3 jigsaw grid "
+                         f"({patch[0]}x{patch[1]} patches, at least {MIN_PATCH_SIZE}x"
+                         f"{MIN_PATCH_SIZE} needed); pass --jigsaw_resize={3 * MIN_PATCH_SIZE} or "
+                         "larger")
 
 
 def prepare_workdir(workdir):
@@ -172,13 +229,17 @@ def build_optimizer(steps_per_epoch):
     return keras.optimizers.AdamW(schedule, weight_decay=FLAGS.weight_decay)
 
 
-def build_method(image_shape):
+def build_method(image_shape, num_train=None):
     import keras_ebm
 
-    encoder = keras_ebm.backbones.get_backbone(FLAGS.backbone, image_shape)
+    encoder_shape = image_shape
+    if FLAGS.method == "pirl" and make_jigsaw().patch_shape(image_shape) != tuple(image_shape):
+        # The encoder sees images and patches of another size: fully convolutional.
+        encoder_shape = (None, None, image_shape[-1])
+    encoder = keras_ebm.backbones.get_backbone(FLAGS.backbone, encoder_shape)
     batch_norm = FLAGS.projection_batch_norm
     if batch_norm is None:
-        batch_norm = FLAGS.method == "simclr"
+        batch_norm = FLAGS.method in ("simclr", "contrastive_embedding")
     head = keras_ebm.layers.ProjectionHead(
         hidden_dims=[int(d) for d in FLAGS.projection_hidden_dims],
         output_dim=FLAGS.projection_dim, batch_norm=batch_norm, name="projection_head")
@@ -190,6 +251,18 @@ def build_method(image_shape):
         return keras_ebm.methods.SimCLR(
             encoder, head, temperature=FLAGS.temperature or 0.5, augmenter=augmenter,
             name="simclr")
+    if FLAGS.method == "contrastive_embedding":
+        return keras_ebm.methods.ContrastiveEmbedding(
+            encoder, head, energy=FLAGS.energy, margin=FLAGS.margin, augmenter=augmenter,
+            name="contrastive_embedding")
+    if FLAGS.method == "pirl":
+        patch_head = keras_ebm.layers.PatchHead(FLAGS.patch_dim, FLAGS.projection_dim,
+                                                name="patch_head")
+        return keras_ebm.methods.PIRL(
+            encoder, head, patch_head, num_negatives=FLAGS.num_negatives,
+            temperature=FLAGS.temperature or 0.07, loss_weight=FLAGS.loss_weight,
+            bank_momentum=FLAGS.bank_momentum, bank_size=num_train, jigsaw=make_jigsaw(),
+            augmenter=augmenter, nce_form=FLAGS.nce_form, name="pirl")
     return keras_ebm.methods.MoCo(
         encoder, head, queue_size=FLAGS.queue_size, momentum=FLAGS.momentum,
         temperature=FLAGS.temperature or 0.2, augmenter=augmenter, bn_splits=FLAGS.bn_splits,
@@ -233,8 +306,10 @@ def train_ssl(dataset, workdir, export_dir):
     from keras_ebm.export import export_encoder
 
     image_shape = dataset.image_shape
-    model = build_method(image_shape)
-    train_data = dataset.train_dataset(FLAGS.batch_size, shuffle=True, seed=FLAGS.seed)
+    model = build_method(image_shape, num_train=len(dataset.x_train))
+    # PIRL's memory bank needs the index of each image: (images, indices) batches.
+    train_data = dataset.train_dataset(FLAGS.batch_size, shuffle=True, seed=FLAGS.seed,
+                                       with_index=FLAGS.method == "pirl")
     steps_per_epoch = len(dataset.x_train) // FLAGS.batch_size
     if FLAGS.steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, FLAGS.steps_per_epoch)
@@ -331,9 +406,7 @@ def main(argv):
                                           max_train_examples=FLAGS.max_train_examples)
         except keras_ebm.data.DataError as error:
             raise UsageError(f"--dataset: {error}") from None
-        if FLAGS.batch_size > len(dataset.x_train):
-            raise UsageError(f"--batch_size={FLAGS.batch_size} is larger than the "
-                             f"{len(dataset.x_train)} training images of {FLAGS.dataset}")
+        validate_dataset(dataset)
         train_ssl(dataset, workdir, export_dir)
     except UsageError as error:
         fail(str(error))

@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_ebm import distribute
 from keras_ebm.layers.cosine_energy import normalize
 
 
@@ -28,6 +29,14 @@ class Queue(keras.layers.Layer):
     - `pointer` (int64): the slot the next key is written to;
     - `num_enqueued` (int64): keys written so far (the queue is full of real
       keys once it reaches `size`).
+
+    Under tf.distribute, `enqueue` is replica-safe: in replica context it runs
+    once per device copy of the variables (`keras_ebm.distribute.update_state`),
+    each copy written with that replica's keys. Pass every replica the same
+    keys (gather them first, `keras_ebm.distribute.cross_replica_concat`, as
+    `MoCo` does) and the copies stay identical. The variables also carry
+    `aggregation="only_first_replica"`, so that a plain `assign` in replica
+    context broadcasts the first replica's value instead of failing.
 
     Args:
         size: int, number of keys (MoCo's K), default 4096.
@@ -55,19 +64,29 @@ class Queue(keras.layers.Layer):
         self.size = int(size)
         self.dim = int(dim)
         self.keys = self.add_weight(shape=(self.size, self.dim), initializer=_random_unit_rows,
-                                    trainable=False, name="keys")
+                                    trainable=False, aggregation="only_first_replica",
+                                    name="keys")
         self.pointer = self.add_weight(shape=(), initializer="zeros", dtype="int64",
-                                       trainable=False, name="pointer")
+                                       trainable=False, aggregation="only_first_replica",
+                                       name="pointer")
         self.num_enqueued = self.add_weight(shape=(), initializer="zeros", dtype="int64",
-                                            trainable=False, name="num_enqueued")
+                                            trainable=False,
+                                            aggregation="only_first_replica",
+                                            name="num_enqueued")
         self.built = True
 
     def call(self, inputs=None):
         return ops.convert_to_tensor(self.keys)
 
     def enqueue(self, keys):
-        """Writes `keys` [n, dim] into the queue, oldest entries first out."""
-        keys = ops.cast(keys, self.keys.dtype)
+        """Writes `keys` [n, dim] into the queue, oldest entries first out.
+
+        Replica-safe (see the class docstring): under a strategy, pass the
+        keys gathered from every replica.
+        """
+        distribute.update_state(self._write, ops.cast(keys, self.keys.dtype), anchor=self.keys)
+
+    def _write(self, keys):
         keys = keys[-self.size:]  # more keys than slots: only the newest survive
         num_keys = ops.cast(ops.shape(keys)[0], "int64")
         slots = ops.mod(self.pointer + ops.arange(num_keys, dtype="int64"), self.size)

@@ -1,10 +1,12 @@
 """Methods: one ``keras.Model`` per algorithm, composing energy, samples and loss."""
 
 from keras_ebm.methods.contrastive_divergence import ContrastiveDivergence
+from keras_ebm.methods.contrastive_embedding import ContrastiveEmbedding
 from keras_ebm.methods.denoising_autoencoder import DenoisingAutoencoder
 from keras_ebm.methods.maximum_likelihood import MaximumLikelihood
 from keras_ebm.methods.minimum_probability_flow import MinimumProbabilityFlow
 from keras_ebm.methods.moco import MoCo
 from keras_ebm.methods.noise_contrastive_estimation import NoiseContrastiveEstimation
+from keras_ebm.methods.pirl import PIRL
 from keras_ebm.methods.ratio_matching import RatioMatching
 from keras_ebm.methods.simclr import SimCLR

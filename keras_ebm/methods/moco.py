@@ -4,6 +4,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from keras_ebm import distribute
 from keras_ebm.layers.cosine_energy import normalize
 from keras_ebm.losses.info_nce import info_nce
 from keras_ebm.memory.queue import Queue
@@ -30,6 +31,17 @@ class MoCo(ContrastiveEmbeddingMethod):
     through them and "cheat"). Here the batch is split into `bn_splits` groups
     that each get their own batch-norm statistics, and the keys are randomly
     permuted before the split and restored after it.
+
+    Under tf.distribute (build and compile in `strategy.scope()`, feed global
+    batches) each replica encodes its share of the batch; the keys of all
+    replicas are gathered before they enter the queue, so every replica
+    enqueues the same global batch of keys. The EMA update and the enqueue run
+    through `keras_ebm.distribute.update_state`: once per device copy of the
+    variables, each copy updated from identical values, so the copies stay
+    equal without any communication. The gradient is each replica's share of
+    the mean over the global batch. Training then matches one device on the
+    global batch (with `bn_splits=1` and no batch norm; with batch norm the
+    statistics are per replica, as in the paper's multi-GPU runs).
 
     Args:
         encoder: Keras model f mapping images to embeddings h.
@@ -108,11 +120,19 @@ class MoCo(ContrastiveEmbeddingMethod):
         """theta_k <- m theta_k + (1 - m) theta_q for the trainable weights.
 
         Batch-norm moving statistics of the key encoder are updated by its own
-        forward passes, as in the reference implementation.
+        forward passes, as in the reference implementation. Replica-safe: in a
+        replica context each device copy of the key weights follows that
+        device's copy of the (mirrored, identical) query weights.
         """
-        for key_weight, weight in self._weight_pairs():
-            if weight.trainable:
+        pairs = [(key_weight, weight) for key_weight, weight in self._weight_pairs()
+                 if weight.trainable]
+
+        def ema():
+            for key_weight, weight in pairs:
                 key_weight.assign(self.momentum * key_weight + (1.0 - self.momentum) * weight)
+
+        if pairs:
+            distribute.update_state(ema, anchor=pairs[0][0])
 
     def _encode_in_groups(self, images, encoder, head, training, shuffle):
         """z = g(f(x)) with batch-norm statistics computed per group of the batch."""
@@ -147,10 +167,17 @@ class MoCo(ContrastiveEmbeddingMethod):
             # 2. Forward: energies of each query with its key and with the
             #    queue; InfoNCE pushes the first down and the others up.
             loss, logits, labels, keys = self.contrastive_loss(view_query, view_key, training=True)
+            # Keys of every replica (the global batch; a no-op on one device).
+            global_keys = distribute.cross_replica_concat(keys)
+            # This replica's share (n of N queries) of the global mean: the
+            # optimizer sums the replicas' gradients.
+            replica_loss = distribute.scale_loss_for_replicas(
+                loss, ops.shape(keys)[0], ops.shape(global_keys)[0])
         # 3. Gradients and the optimizer's update (query encoder and head only).
-        self.apply_gradients(tape, loss)
-        # 4. The newest keys enter the queue, the oldest leave it.
-        self.queue.enqueue(keys)
+        self.apply_gradients(tape, replica_loss)
+        # 4. The newest keys of the global batch enter the queue, the oldest
+        #    leave it (the same keys on every replica: the copies stay equal).
+        self.queue.enqueue(global_keys)
         return self.update_trackers(loss, logits, labels)
 
     def test_step(self, data):

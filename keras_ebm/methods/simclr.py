@@ -4,6 +4,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from keras_ebm import distribute
 from keras_ebm.losses.nt_xent import nt_xent
 from keras_ebm.methods.base import ContrastiveEmbeddingMethod
 
@@ -16,6 +17,14 @@ class SimCLR(ContrastiveEmbeddingMethod):
     z = g(f(x)) of two augmented views of each image. Contrasted samples: the
     other 2N - 2 views of the batch. Loss: NT-Xent, which pushes the energy of
     each positive pair down and the energy against every other view up.
+
+    Under tf.distribute (build and compile in `strategy.scope()`, feed global
+    batches), the batch is global: every replica gathers the projections of
+    all replicas, contrasts its own views against all 2N - 2 others, and
+    differentiates its share of the global mean, so training matches one
+    device on the global batch. Batch norm still sees one replica's views
+    unless the encoder's layers are synchronised
+    (`keras_ebm.distribute.sync_batch_norm`).
 
     Args:
         encoder: Keras model f mapping images to embeddings h (the
@@ -54,7 +63,8 @@ class SimCLR(ContrastiveEmbeddingMethod):
         # paper's implementation, so batch norm sees all 2N views.
         projections = self.project(ops.concatenate([view_a, view_b], axis=0), training=training)
         projections_a, projections_b = ops.split(projections, 2, axis=0)
-        return nt_xent(projections_a, projections_b, self.temperature)
+        # Under several replicas: negatives from the global batch.
+        return nt_xent(projections_a, projections_b, self.temperature, cross_replica=True)
 
     def train_step(self, data):
         # 0. Two random views of every image in the batch.
@@ -63,8 +73,12 @@ class SimCLR(ContrastiveEmbeddingMethod):
             # 1. Forward: energies of all pairs of views; NT-Xent pushes the
             #    positive pair's energy down and the others' up.
             loss, logits, labels = self.contrastive_loss(view_a, view_b, training=True)
+            # This replica's share (2n of 2N views) of the global mean: the
+            # optimizer sums the replicas' gradients. Unchanged on one device.
+            replica_loss = distribute.scale_loss_for_replicas(
+                loss, ops.shape(logits)[0], ops.shape(logits)[1])
         # 2.-3. Gradients and the optimizer's update.
-        self.apply_gradients(tape, loss)
+        self.apply_gradients(tape, replica_loss)
         return self.update_trackers(loss, logits, labels)
 
     def get_config(self):
