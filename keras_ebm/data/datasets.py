@@ -481,7 +481,7 @@ def load(spec, data_dir=None, image_size=None, max_train_examples=None):
     elif kind == "folder":
         data = _load_folder(spec, rest, size)
     else:
-        raise DataError(f"{spec}: unknown dataset; use {_ACCEPTED_SPECS}")
+        raise DataError(f"{spec!r}: unknown dataset; use {_ACCEPTED_SPECS}")
     if max_train_examples is not None:
         if max_train_examples < 1:
             raise DataError(

@@ -185,7 +185,7 @@ def test_from_arrays_rejects_nan_and_bad_input():
 
 
 def test_unknown_spec_lists_accepted_forms():
-    expected = r"imagenet: unknown dataset.*digits.*tfds.*folder"
+    expected = r"'imagenet': unknown dataset.*digits.*tfds.*folder"
     with pytest.raises(DataError, match=expected):
         load("imagenet")
 
