@@ -1,0 +1,462 @@
+r"""Throughput of keras_ebm's train steps and samplers; prints one JSON line.
+
+    python tools/benchmark.py --method=simclr --backbone=resnet18_cifar --image_size=32 \
+        --batch_size=128 --steps=4
+    python tools/benchmark.py --method=moco --backbone=resnet18_cifar --image_size=32 \
+        --batch_size=128 --steps=4                      # bn_splits=1, queue 4096
+    python tools/benchmark.py --method=simclr ... --mixed_precision=bfloat16
+    python tools/benchmark.py --method=pcd_rbm          # vs scikit-learn's BernoulliRBM
+    python tools/benchmark.py --method=langevin         # compiled loop vs eager Python loop
+
+simclr / moco (the setup of ../shared/bench/torch_ssl_step.py, the PyTorch reference):
+  the encoder (--backbone) on --image_size x --image_size x 3 images, a 2-layer
+  projection head (512 -> 128; SimCLR with batch norm, MoCo v2 without), SGD with
+  momentum 0.9; SimCLR at temperature 0.5; MoCo with a 4096-key queue, a momentum
+  encoder (m = 0.99), temperature 0.2 and --bn_splits (default 1: no shuffle-BN
+  substitute, as in the reference step).
+  - images_per_sec: unique images per second (two views each) of the compiled train
+    step alone on synthetic views, after --warmup calls;
+  - images_per_sec_end_to_end: the same step with keras_ebm.data.make_augmenter
+    making both views from [0, 1] images, inside the step (--augment_in=step, what
+    `fit` does with `augmenter=`) or in a prefetching tf.data map (--augment_in=pipeline);
+  - the two are timed in alternating rounds (--rounds), so machine load hits both;
+  - gflops_per_sec: FLOPs of one step / time of one step, the FLOPs counted by
+    tf.compat.v1.profiler on the forward graph (x3 for forward + backward of the
+    trained branch, x1 for MoCo's key branch), see `flop_method`;
+  - matmul_peak_gflops: a large float32 tf.matmul in graph mode, measured in this run
+    before and after the timed steps (the better of the two).
+
+pcd_rbm: seconds per epoch of PCD-1 on RBM(64, 16) on the binarised digits at batch 20
+  (200 persistent chains, Adam 0.01, as configs/pcd_rbm.flags) through `fit`, against
+  scikit-learn's BernoulliRBM(n_components=16, batch_size=20, n_iter=1) per epoch.
+
+langevin: keras_ebm.samplers.Langevin (one compiled tf.while_loop) against the same
+  Langevin steps as an eager Python loop, on an MLPEnergy over 2-D points.
+
+--steps counts timed train steps per round (simclr, moco), timed epochs (pcd_rbm) or
+timed sampler runs (langevin). No library module reads these flags.
+"""
+
+import json
+import math
+import os
+import statistics
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+
+METHODS = ("simclr", "moco", "pcd_rbm", "langevin")
+
+flags.DEFINE_enum("method", "simclr", METHODS, "What to benchmark.")
+flags.DEFINE_string("backbone", "resnet18_cifar", "simclr/moco: encoder (keras_ebm.backbones).")
+flags.DEFINE_integer("image_size", 32, "simclr/moco: image side (channels: 3).")
+flags.DEFINE_integer("batch_size", 128,
+                     "Images per step (simclr/moco: each in two views); pcd_rbm: 20 by default.")
+flags.DEFINE_integer("steps", 4, "Timed steps per round (simclr/moco), epochs (pcd_rbm) or "
+                     "sampler runs (langevin).")
+flags.DEFINE_integer("warmup", 2, "Untimed calls before timing (traces and warms caches).")
+flags.DEFINE_integer("rounds", 2, "simclr/moco: alternating rounds of synthetic and "
+                     "end-to-end timing; the figures are the medians over rounds.")
+flags.DEFINE_enum("jit_compile", "false", ["auto", "true", "false"],
+                  "XLA for the train step; auto: only on a GPU or TPU (XLA is slower on CPUs).")
+flags.DEFINE_enum("mixed_precision", "none", ["none", "bfloat16", "float16"],
+                  "Keras mixed-precision policy (variables and the loss stay float32).")
+flags.DEFINE_enum("augment_in", "step", ["step", "pipeline"],
+                  "simclr/moco end to end: augment inside the train step or in a tf.data map.")
+flags.DEFINE_integer("bn_splits", 1, "moco: batch-norm groups (1 = none, as the reference).")
+flags.DEFINE_integer("queue_size", 4096, "moco: negative keys in the queue.")
+flags.DEFINE_integer("projection_hidden_dim", 512, "simclr/moco: hidden width of the head.")
+flags.DEFINE_integer("projection_dim", 128, "simclr/moco: output dimension of the head.")
+flags.DEFINE_float("learning_rate", 0.06, "simclr/moco: SGD learning rate (momentum 0.9).")
+flags.DEFINE_integer("matmul_size", 4096, "Side of the square float32 matmul of the peak.")
+flags.DEFINE_integer("num_chains", None, "pcd_rbm: persistent chains (default 200); "
+                     "langevin: chains (default 1000).")
+flags.DEFINE_integer("mcmc_steps", 100, "langevin: steps per sampler run.")
+flags.DEFINE_integer("sklearn_repeats", 5, "pcd_rbm: timed BernoulliRBM epochs (median).")
+flags.DEFINE_integer("threads", None, "TF intra-op threads (default: TF's choice).")
+
+FLAGS = flags.FLAGS
+
+
+def _median_rate(count, seconds):
+    return statistics.median(count / s for s in seconds)
+
+
+# -- device peak ------------------------------------------------------------------
+def matmul_peak_gflops(size, repeats=5):
+    """GFLOP/s of a float32 [size, size] x [size, size] tf.matmul in graph mode (best of)."""
+    import tensorflow as tf
+
+    a = tf.random.normal([size, size])
+    b = tf.random.normal([size, size])
+
+    @tf.function
+    def chain(a, b):
+        # Four dependent products per call amortise the call overhead.
+        c = a
+        for _ in range(4):
+            c = tf.matmul(c, b) * (1.0 / size)
+        return tf.reduce_sum(c)
+
+    float(chain(a, b))
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        float(chain(a, b))
+        best = min(best, time.perf_counter() - start)
+    return 4 * 2.0 * size**3 / best / 1e9
+
+
+# -- FLOP counting ----------------------------------------------------------------
+def profiler_flops(fn, input_spec):
+    """Float operations of fn's graph for input_spec, by tf.compat.v1.profiler."""
+    import tensorflow as tf
+
+    concrete = tf.function(fn).get_concrete_function(input_spec)
+    options = (tf.compat.v1.profiler.ProfileOptionBuilder(
+        tf.compat.v1.profiler.ProfileOptionBuilder.float_operation())
+        .with_empty_output().build())
+    profile = tf.compat.v1.profiler.profile(graph=concrete.graph, cmd="op", options=options)
+    return float(profile.total_float_ops)
+
+
+def analytic_flops(model, batch_size):
+    """2 x multiply-adds of every Conv2D and Dense layer of a Functional model."""
+    import keras
+
+    total = 0.0
+    for layer in model._flatten_layers(include_self=False):
+        if isinstance(layer, keras.layers.Conv2D):
+            out = layer.output.shape
+            kh, kw = layer.kernel_size
+            total += 2.0 * kh * kw * layer.input.shape[-1] * out[-1] * out[1] * out[2]
+        elif isinstance(layer, keras.layers.Dense):
+            total += 2.0 * layer.kernel.shape[0] * layer.kernel.shape[1]
+    return total * batch_size
+
+
+def forward_flops(model, images_shape):
+    """(FLOPs of z = g(f(x)) for a batch of images_shape, method)."""
+    import tensorflow as tf
+
+    spec = tf.TensorSpec(images_shape, tf.float32)
+    try:
+        flops = profiler_flops(lambda x: model.project(x, training=True), spec)
+        if flops > 0:
+            return flops, "tf.compat.v1.profiler"
+    except Exception:  # noqa: BLE001  (fall back to counting layers)
+        pass
+    head_flops = 2.0 * sum(w.shape[0] * w.shape[1] for w in model.projection_head.weights
+                           if len(w.shape) == 2) * images_shape[0]
+    return analytic_flops(model.encoder, images_shape[0]) + head_flops, "analytic"
+
+
+# -- SimCLR / MoCo --------------------------------------------------------------------
+def resolve_jit(value):
+    import tensorflow as tf
+
+    if value == "auto":
+        return bool(tf.config.list_physical_devices("GPU")
+                    or tf.config.list_physical_devices("TPU"))
+    return value == "true"
+
+
+def build_ssl_model(flag_values, image_shape):
+    import keras
+
+    from keras_ebm.backbones import get_backbone
+    from keras_ebm.layers import ProjectionHead
+    from keras_ebm.methods.moco import MoCo
+    from keras_ebm.methods.simclr import SimCLR
+
+    encoder = get_backbone(flag_values.backbone, image_shape)
+    hidden = (flag_values.projection_hidden_dim,)
+    if flag_values.method == "simclr":
+        # lightly's SimCLRProjectionHead(512, 512, 128): Linear -> BN -> ReLU -> Linear.
+        head = ProjectionHead(hidden, flag_values.projection_dim, batch_norm=True)
+        model = SimCLR(encoder, head, temperature=0.5)
+    else:
+        # lightly's MoCoProjectionHead(512, 512, 128): Linear -> ReLU -> Linear.
+        head = ProjectionHead(hidden, flag_values.projection_dim, batch_norm=False)
+        model = MoCo(encoder, head, queue_size=flag_values.queue_size, momentum=0.99,
+                     temperature=0.2, bn_splits=flag_values.bn_splits)
+    model.compile(optimizer=keras.optimizers.SGD(flag_values.learning_rate, momentum=0.9))
+    model.optimizer.build(model.trainable_variables)
+    return model
+
+
+def benchmark_ssl(flag_values):
+    import numpy as np
+    import tensorflow as tf
+
+    from keras_ebm.data import make_augmenter
+
+    jit = resolve_jit(flag_values.jit_compile)
+    batch = flag_values.batch_size
+    image_shape = (flag_values.image_size, flag_values.image_size, 3)
+    model = build_ssl_model(flag_values, image_shape)
+    augmenter = make_augmenter(image_shape, seed=0)
+
+    rng = np.random.default_rng(0)
+    view_a = tf.constant(rng.normal(size=(batch,) + image_shape).astype("float32"))
+    view_b = tf.constant(rng.normal(size=(batch,) + image_shape).astype("float32"))
+    images = tf.constant(rng.uniform(size=(batch,) + image_shape).astype("float32"))
+
+    synthetic_step = tf.function(model.train_step, jit_compile=jit)
+    if flag_values.augment_in == "step":
+        # The same ops as `fit` on images with `augmenter=`: make_views augments the
+        # batch twice, then the method's train step runs on the two views.
+        @tf.function(jit_compile=jit)
+        def augmented_step(batch_images):
+            return model.train_step((augmenter(batch_images, training=True),
+                                     augmenter(batch_images, training=True)))
+
+        def end_to_end_step():
+            return augmented_step(images)
+    else:
+        dataset = (tf.data.Dataset.from_tensors(images).repeat()
+                   .map(lambda x: (augmenter(x, training=True), augmenter(x, training=True)),
+                        num_parallel_calls=tf.data.AUTOTUNE)
+                   .prefetch(2))
+        iterator = iter(dataset)
+
+        def end_to_end_step():
+            return synthetic_step(next(iterator))
+
+    def run(step_fn, count):
+        start = time.perf_counter()
+        for _ in range(count):
+            float(step_fn()["loss"])  # waits for the step, as the reference's float(loss)
+        return time.perf_counter() - start
+
+    run(lambda: synthetic_step((view_a, view_b)), flag_values.warmup)
+    run(end_to_end_step, flag_values.warmup)
+    # The peak is measured before and after the steps (best of both): the machine is shared.
+    peak_before = matmul_peak_gflops(flag_values.matmul_size)
+    synthetic_seconds, end_to_end_seconds = [], []
+    for _ in range(flag_values.rounds):
+        synthetic_seconds.append(run(lambda: synthetic_step((view_a, view_b)), flag_values.steps))
+        end_to_end_seconds.append(run(end_to_end_step, flag_values.steps))
+    images_timed = batch * flag_values.steps
+    images_per_sec = _median_rate(images_timed, synthetic_seconds)
+    images_per_sec_end_to_end = _median_rate(images_timed, end_to_end_seconds)
+
+    if flag_values.method == "simclr":
+        # Both views pass forward and backward as one batch of 2N.
+        flops, flop_method = forward_flops(model, (2 * batch,) + image_shape)
+        step_flops = 3.0 * flops
+        flop_detail = "3 x forward(2N views): forward + backward (~2x forward)"
+    else:
+        flops, flop_method = forward_flops(model, (batch,) + image_shape)
+        logits_flops = 2.0 * batch * (flag_values.queue_size + 1) * flag_values.projection_dim
+        step_flops = 3.0 * (flops + logits_flops) + flops
+        flop_detail = ("3 x (forward(N queries) + logits against the queue) "
+                       "+ forward(N keys, no gradient)")
+    steps_per_sec = images_per_sec / batch
+    peak = max(peak_before, matmul_peak_gflops(flag_values.matmul_size))
+    gflops_per_sec = step_flops * steps_per_sec / 1e9
+    result = {
+        "method": flag_values.method,
+        "backbone": flag_values.backbone,
+        "image_size": flag_values.image_size,
+        "batch_size": batch,
+        "steps": flag_values.steps,
+        "rounds": flag_values.rounds,
+        "warmup": flag_values.warmup,
+        "jit_compile": jit,
+        "mixed_precision": flag_values.mixed_precision,
+        "optimizer": f"SGD(lr={flag_values.learning_rate}, momentum=0.9)",
+        "projection_head": f"{model.encoder.output_shape[-1]}->"
+                           f"{flag_values.projection_hidden_dim}->{flag_values.projection_dim}",
+        "images_per_sec": images_per_sec,
+        "images_per_sec_end_to_end": images_per_sec_end_to_end,
+        "end_to_end_fraction": images_per_sec_end_to_end / images_per_sec,
+        "augment_in": flag_values.augment_in,
+        "images_per_sec_rounds": [images_timed / s for s in synthetic_seconds],
+        "images_per_sec_end_to_end_rounds": [images_timed / s for s in end_to_end_seconds],
+        "gflop_per_step": step_flops / 1e9,
+        "gflops_per_sec": gflops_per_sec,
+        "flop_method": f"{flop_method}: {flop_detail}",
+        "matmul_peak_gflops": peak,
+        "fraction_of_matmul_peak": gflops_per_sec / peak,
+    }
+    if flag_values.method == "moco":
+        result.update({"bn_splits": flag_values.bn_splits, "queue_size": flag_values.queue_size,
+                       "momentum": 0.99})
+    return result
+
+
+# -- PCD on the RBM vs scikit-learn -------------------------------------------------------
+def benchmark_pcd_rbm(flag_values):
+    import keras
+    import tensorflow as tf
+    from sklearn.neural_network import BernoulliRBM
+
+    from keras_ebm.data.binary_digits import load_binary_digits
+    from keras_ebm.energies import RBM
+    from keras_ebm.memory import ReplayBuffer
+    from keras_ebm.methods.contrastive_divergence import ContrastiveDivergence
+    from keras_ebm.samplers import Gibbs
+
+    batch = flag_values.batch_size
+    num_chains = flag_values.num_chains or 200
+    (x_train, _), _ = load_binary_digits()
+    keras.utils.set_random_seed(0)
+
+    steps_per_epoch = int(math.ceil(len(x_train) / batch))
+    dataset = (tf.data.Dataset.from_tensor_slices(x_train).shuffle(len(x_train), seed=0)
+               .repeat().batch(batch, drop_remainder=True).prefetch(2))
+
+    class EpochTimer(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.seconds = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.seconds.append(time.perf_counter() - self.start)
+
+    def keras_seconds_per_epoch(steps_per_execution):
+        # As configs/pcd_rbm.flags (tools/ebm_recipes.py): PCD-1, all chains every update.
+        keras.utils.set_random_seed(0)
+        rbm = RBM(x_train.shape[1], 16)
+        rbm.set_visible_bias_from_data(x_train)
+        model = ContrastiveDivergence(
+            rbm, Gibbs(num_steps=1), persistent=True,
+            replay_buffer=ReplayBuffer(num_chains, x_train.shape[1:], noise="bernoulli",
+                                       reinit_fraction=0.0))
+        model.compile(optimizer=keras.optimizers.Adam(0.01),
+                      steps_per_execution=steps_per_execution)
+        model(x_train[:2])
+        timer = EpochTimer()
+        model.fit(dataset, epochs=max(1, flag_values.warmup) + flag_values.steps,
+                  steps_per_epoch=steps_per_epoch, callbacks=[timer], verbose=0, shuffle=False)
+        return statistics.median(timer.seconds[max(1, flag_values.warmup):])
+
+    # tools/train.py's fit (one step per call), then the whole epoch in one call.
+    keras_seconds = keras_seconds_per_epoch(1)
+    keras_seconds_one_call = keras_seconds_per_epoch(steps_per_epoch)
+
+    sklearn_seconds = []
+    sklearn_rbm = BernoulliRBM(n_components=16, batch_size=batch, n_iter=1, random_state=0)
+    for _ in range(max(1, flag_values.sklearn_repeats)):
+        start = time.perf_counter()
+        sklearn_rbm.fit(x_train)  # one epoch (n_iter=1), from a fresh initialisation
+        sklearn_seconds.append(time.perf_counter() - start)
+    sklearn_seconds = statistics.median(sklearn_seconds)
+    return {
+        "method": "pcd_rbm",
+        "model": "RBM(64, 16), PCD-1, Gibbs, Adam(0.01)",
+        "num_chains": num_chains,
+        "batch_size": batch,
+        "train_examples": int(len(x_train)),
+        "steps_per_epoch": steps_per_epoch,
+        "epochs_timed": flag_values.steps,
+        "keras_ebm_seconds_per_epoch": keras_seconds,
+        "sklearn_seconds_per_epoch": sklearn_seconds,
+        "sklearn_model": f"BernoulliRBM(n_components=16, batch_size={batch}, n_iter=1, "
+                         f"learning_rate={sklearn_rbm.learning_rate})",
+        "sklearn_over_keras_ebm": sklearn_seconds / keras_seconds,
+        "keras_ebm_seconds_per_epoch_steps_per_execution_epoch": keras_seconds_one_call,
+        "sklearn_over_keras_ebm_steps_per_execution_epoch":
+            sklearn_seconds / keras_seconds_one_call,
+    }
+
+
+# -- Langevin: compiled loop vs eager Python loop --------------------------------------------
+def benchmark_langevin(flag_values):
+    import keras
+    import tensorflow as tf
+
+    from keras_ebm.energies import MLPEnergy
+    from keras_ebm.samplers import Langevin
+
+    num_chains = flag_values.num_chains or 1000
+    num_steps = flag_values.mcmc_steps
+    keras.utils.set_random_seed(0)
+    energy = MLPEnergy(hidden_units=(128, 128))
+    energy.build((None, 2))
+    sampler = Langevin(num_steps=num_steps, step_size=0.01, clip_value_min=-4.0,
+                       clip_value_max=4.0)
+    x_init = tf.random.uniform([num_chains, 2], -4.0, 4.0)
+
+    def compiled():
+        return sampler(energy, x_init)
+
+    def eager():
+        x = x_init
+        for i in range(num_steps):
+            x, _ = sampler.step(energy, x, tf.constant(i))
+        return x
+
+    def timed(fn):
+        for _ in range(max(1, flag_values.warmup)):
+            fn().numpy()
+        seconds = []
+        for _ in range(flag_values.steps):
+            start = time.perf_counter()
+            fn().numpy()
+            seconds.append(time.perf_counter() - start)
+        return statistics.median(seconds)
+
+    compiled_seconds = timed(compiled)
+    eager_seconds = timed(eager)
+    return {
+        "method": "langevin",
+        "energy": "MLPEnergy((128, 128), swish) on 2-D points",
+        "num_chains": num_chains,
+        "mcmc_steps": num_steps,
+        "runs_timed": flag_values.steps,
+        "compiled_seconds": compiled_seconds,
+        "eager_seconds": eager_seconds,
+        "compiled_steps_per_sec": num_steps / compiled_seconds,
+        "eager_steps_per_sec": num_steps / eager_seconds,
+        "speedup": eager_seconds / compiled_seconds,
+    }
+
+
+def run(flag_values):
+    """Runs the benchmark named by flag_values.method; returns the result dict."""
+    import keras
+    import tensorflow as tf
+
+    if flag_values.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(flag_values.threads)
+    if flag_values.mixed_precision != "none":
+        keras.mixed_precision.set_global_policy(f"mixed_{flag_values.mixed_precision}")
+    try:
+        if flag_values.method in ("simclr", "moco"):
+            result = benchmark_ssl(flag_values)
+        elif flag_values.method == "pcd_rbm":
+            result = benchmark_pcd_rbm(flag_values)
+        else:
+            result = benchmark_langevin(flag_values)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    result.update({"tensorflow": tf.__version__, "keras": keras.__version__,
+                   "device": "GPU" if tf.config.list_physical_devices("GPU") else "CPU",
+                   "cpu_count": os.cpu_count()})
+    return result
+
+
+def main(argv):
+    if len(argv) > 1:
+        print(f"benchmark.py: unexpected arguments {argv[1:]}", file=sys.stderr)
+        sys.exit(2)
+    if FLAGS.steps < 1 or FLAGS.batch_size < 1 or FLAGS.rounds < 1 or FLAGS.warmup < 0:
+        print("benchmark.py: --steps, --batch_size and --rounds must be >= 1, --warmup >= 0",
+              file=sys.stderr)
+        sys.exit(2)
+    if FLAGS.method == "pcd_rbm" and not FLAGS["batch_size"].present:
+        FLAGS.batch_size = 20
+    print(json.dumps(run(FLAGS)), flush=True)
+
+
+if __name__ == "__main__":
+    app.run(main)
