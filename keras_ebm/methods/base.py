@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from keras_ebm import distribute
+
 
 def serialize(obj):
     return None if obj is None else keras.saving.serialize_keras_object(obj)
@@ -117,9 +119,22 @@ class ContrastiveEmbeddingMethod(keras.Model):
         return {m.name: m.result() for m in self.metrics}
 
     def apply_gradients(self, tape, loss):
-        """Steps 2 and 3 of the Keras trainer: gradients, then the update."""
+        """Steps 2 and 3 of the Keras trainer: gradients, then the update.
+
+        `loss` must come from `scale_loss` inside the tape, so that float16
+        loss scaling (`keras.optimizers.LossScaleOptimizer`) sees it.
+        """
         gradients = tape.gradient(loss, self.trainable_variables)
         self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
+
+    def scale_loss(self, loss, local_size=None, global_size=None):
+        """The loss to differentiate: this replica's share, then the optimizer's loss scale.
+
+        Call it inside the `GradientTape`. On one device without float16 it is
+        `loss` itself.
+        """
+        loss = distribute.scale_loss_for_replicas(loss, local_size, global_size)
+        return self.optimizer.scale_loss(loss)
 
     def test_step(self, data):
         # Subclasses define contrastive_loss(view_a, view_b, training) -> (loss, logits, labels).

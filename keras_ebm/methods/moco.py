@@ -171,8 +171,7 @@ class MoCo(ContrastiveEmbeddingMethod):
             global_keys = distribute.cross_replica_concat(keys)
             # This replica's share (n of N queries) of the global mean: the
             # optimizer sums the replicas' gradients.
-            replica_loss = distribute.scale_loss_for_replicas(
-                loss, ops.shape(keys)[0], ops.shape(global_keys)[0])
+            replica_loss = self.scale_loss(loss, ops.shape(keys)[0], ops.shape(global_keys)[0])
         # 3. Gradients and the optimizer's update (query encoder and head only).
         self.apply_gradients(tape, replica_loss)
         # 4. The newest keys of the global batch enter the queue, the oldest

@@ -4,7 +4,6 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from keras_ebm import distribute
 from keras_ebm.losses.nt_xent import nt_xent
 from keras_ebm.methods.base import ContrastiveEmbeddingMethod
 
@@ -75,8 +74,7 @@ class SimCLR(ContrastiveEmbeddingMethod):
             loss, logits, labels = self.contrastive_loss(view_a, view_b, training=True)
             # This replica's share (2n of 2N views) of the global mean: the
             # optimizer sums the replicas' gradients. Unchanged on one device.
-            replica_loss = distribute.scale_loss_for_replicas(
-                loss, ops.shape(logits)[0], ops.shape(logits)[1])
+            replica_loss = self.scale_loss(loss, ops.shape(logits)[0], ops.shape(logits)[1])
         # 2.-3. Gradients and the optimizer's update.
         self.apply_gradients(tape, replica_loss)
         return self.update_trackers(loss, logits, labels)
