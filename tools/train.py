@@ -292,9 +292,9 @@ def evaluate(dataset, features):
 def format_table(rows):
     columns = ["probe_1", "probe_10", "probe_all", "knn"]
     titles = ["1 label/class", "10 labels/class", "all labels", "kNN"]
-    lines = [f"{'features':<24}" + "".join(f"{t:>17}" for t in titles)]
+    lines = [f"{'features':<32}" + "".join(f"{t:>17}" for t in titles)]
     for name, result in rows.items():
-        lines.append(f"{name:<24}" + "".join(
+        lines.append(f"{name:<32}" + "".join(
             f"{100 * result[c]:>16.1f}%" if c in result else f"{'-':>17}" for c in columns))
     return "\n".join(lines)
 

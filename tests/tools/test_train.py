@@ -34,8 +34,17 @@ def run_in_process(module, args):
     module.main([])
 
 
+SSL_CONFIGS = ["moco", "simclr", "moco_cifar10", "simclr_cifar10", "pirl", "pirl_imagenet",
+               "contrastive_embedding", "contrastive_embedding_l2"]
+# Extra smoke-test flags per SSL config: a small bank and jigsaw, a small mocked ImageNet.
+SSL_SMOKE = {
+    "pirl": ["--num_negatives=32", "--patch_dim=8"],
+    "pirl_imagenet": ["--num_negatives=32", "--patch_dim=8", "--image_size=32",
+                      "--jigsaw_resize=36", "--jigsaw_patch_size=10"],
+}
 EBM_CONFIGS = sorted(os.path.basename(name)[:-len(".flags")] for name in os.listdir(CONFIGS)
-                     if name.endswith(".flags") and "moco" not in name and "simclr" not in name)
+                     if name.endswith(".flags")
+                     and os.path.basename(name)[:-len(".flags")] not in SSL_CONFIGS)
 
 
 def test_every_flagfile_is_covered():
@@ -59,17 +68,17 @@ def test_ebm_flagfile_runs_a_few_steps(train_module, tmp_path, config):
     assert {"serving_default", "energy"} <= set(loaded.signatures)
 
 
-@pytest.mark.parametrize("config", ["moco", "simclr", "moco_cifar10", "simclr_cifar10"])
+@pytest.mark.parametrize("config", SSL_CONFIGS)
 def test_flagfile_runs_a_few_steps(train_module, tmp_path, config):
     workdir, export_dir = tmp_path / "work", tmp_path / "export"
-    args = [f"--flagfile={CONFIGS}/{config}.flags", *SMOKE, f"--workdir={workdir}",
-            f"--export_dir={export_dir}"]
-    if "cifar10" in config:
+    args = [f"--flagfile={CONFIGS}/{config}.flags", *SMOKE, *SSL_SMOKE.get(config, []),
+            f"--workdir={workdir}", f"--export_dir={export_dir}"]
+    if "cifar10" in config or "imagenet" in config:
         with tfds.testing.mock_data(num_examples=48, policy=tfds.testing.MockPolicy.USE_CODE):
             run_in_process(train_module, args)
     else:
         run_in_process(train_module, args)
-    assert train_module.FLAGS.method in config
+    assert train_module.FLAGS.method in config or config.startswith(train_module.FLAGS.method)
     metrics = json.loads((workdir / "metrics.json").read_text())
     assert metrics["method"] == train_module.FLAGS.method
     assert np.isfinite(metrics["final_loss"])
@@ -80,7 +89,7 @@ def test_flagfile_runs_a_few_steps(train_module, tmp_path, config):
     # The SavedModel maps `images` to `embeddings`, without keras_ebm.
     loaded = tf.saved_model.load(str(export_dir / "1"))
     serve = loaded.signatures["serving_default"]
-    shape = (8, 8, 1) if "cifar" not in config else (32, 32, 3)
+    shape = (32, 32, 3) if "cifar" in config or "imagenet" in config else (8, 8, 1)
     images = tf.random.uniform((3, *shape))
     assert serve(images=images)["embeddings"].shape == (3, 16)
 
@@ -97,6 +106,15 @@ def test_paper_scale_configs_say_what_the_paper_says(train_module):
         with open(f"{CONFIGS}/{config}.flags") as f:
             head = f.readline()
         assert head.startswith("#")
+
+
+def test_pirl_imagenet_config_says_what_the_paper_says(train_module):
+    train_module.FLAGS.unparse_flags()
+    train_module.FLAGS(["train.py", f"--flagfile={CONFIGS}/pirl_imagenet.flags"])
+    flags = train_module.FLAGS
+    assert (flags.method, flags.backbone, flags.num_negatives) == ("pirl", "resnet50", 32000)
+    assert (flags.temperature, flags.loss_weight, flags.bank_momentum) == (0.07, 0.5, 0.5)
+    assert (flags.jigsaw_resize, flags.jigsaw_patch_size, flags.projection_dim) == (255, 64, 128)
 
 
 def run_cli(*args, cwd):
@@ -119,6 +137,13 @@ def _error_lines(stderr):
     (["--no_such_flag=1"], "no_such_flag"),
     (["--dataset=imagenet_from_nowhere"], "--dataset"),
     (["--flagfile=configs/missing.flags"], "missing.flags"),
+    (["--method=pirl", "--num_negatives=5000", "--jigsaw_resize=12"], "--num_negatives"),
+    (["--method=pirl", "--num_negatives=64"], "too small for a 3x3 jigsaw grid"),
+    (["--method=pirl", "--num_negatives=64", "--jigsaw_resize=12", "--jigsaw_patch_size=5"],
+     "too small for a 3x3"),
+    (["--method=contrastive_embedding", "--energy=manhattan"], "--energy"),
+    (["--method=contrastive_embedding", "--margin=0"], "--margin"),
+    (["--method=pirl", "--loss_weight=2"], "--loss_weight"),
 ])
 def test_bad_input_is_one_line_exit_2_nothing_exported(tmp_path, args, expected):
     export_dir = tmp_path / "export"
