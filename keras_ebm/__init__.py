@@ -8,19 +8,18 @@ an energy (``layers``, ``energies``), a source of contrasted samples
 
 __version__ = "0.1.0"
 
-import importlib
-
-_SUBPACKAGES = ("backbones", "callbacks", "data", "energies", "evaluation", "export", "layers",
-                "losses", "memory", "methods", "optimizers", "samplers")
-
-
-def __getattr__(name):
-    # Subpackages load on first use, so `import keras_ebm` stays light and
-    # `keras_ebm.methods` works without an explicit import.
-    if name in _SUBPACKAGES:
-        return importlib.import_module(f"keras_ebm.{name}")
-    raise AttributeError(f"module 'keras_ebm' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(list(globals()) + list(_SUBPACKAGES))
+# Importing every subpackage registers every serialisable class, so that
+# `import keras_ebm` is enough for `keras.models.load_model("model.keras")`.
+from keras_ebm import backbones  # noqa: E402
+from keras_ebm import callbacks  # noqa: E402
+from keras_ebm import data  # noqa: E402
+from keras_ebm import distribute  # noqa: E402
+from keras_ebm import energies  # noqa: E402
+from keras_ebm import evaluation  # noqa: E402
+from keras_ebm import export  # noqa: E402
+from keras_ebm import layers  # noqa: E402
+from keras_ebm import losses  # noqa: E402
+from keras_ebm import memory  # noqa: E402
+from keras_ebm import methods  # noqa: E402
+from keras_ebm import optimizers  # noqa: E402
+from keras_ebm import samplers  # noqa: E402

@@ -96,3 +96,38 @@ class NonFiniteGuard(keras.callbacks.Callback):
 
     def get_config(self):
         return {"monitor": self.monitor, "raise_error": self.raise_error, "check_weights": self.check_weights}
+
+
+class ResumableBackup(keras.callbacks.BackupAndRestore):
+    """`keras.callbacks.BackupAndRestore` that says when it resumes a run.
+
+    Every epoch it saves all of the model's variables (weights, batch-norm
+    statistics, queues, memory banks, persistent chains, momentum encoders,
+    random-generator states) and the optimizer's, with a copy of the previous
+    save in case a crash corrupts the newest. A rerun of the same command
+    loads them and continues from the next epoch, printing
+    "Resuming from epoch N ...".
+
+    Args:
+        backup_dir: folder of the backup (inside the run's workdir).
+        **kwargs: `keras.callbacks.BackupAndRestore` arguments; by default the
+            backup is kept when training ends (`delete_checkpoint=False`) and
+            double-checkpointed.
+
+    Example:
+
+    >>> model.fit(data, epochs=100, callbacks=[ResumableBackup("runs/moco/checkpoints")])
+    """
+
+    def __init__(self, backup_dir, **kwargs):
+        kwargs.setdefault("delete_checkpoint", False)
+        kwargs.setdefault("double_checkpoint", True)
+        super().__init__(backup_dir, **kwargs)
+        self.resumed_epoch = 0
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        self.resumed_epoch = int(getattr(self.model, "_initial_epoch", 0) or 0)
+        if self.resumed_epoch:
+            print(f"Resuming from epoch {self.resumed_epoch} (checkpoint in {self.backup_dir})",
+                  flush=True)

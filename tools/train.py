@@ -47,7 +47,17 @@ flags.DEFINE_integer("epochs", 100, "Training epochs.")
 flags.DEFINE_integer("steps_per_epoch", None, "Limit each epoch to this many steps (smoke tests).")
 flags.DEFINE_integer("batch_size", 256, "Global batch size (images; each gives two views).")
 flags.DEFINE_float("learning_rate", 1e-3, "Peak learning rate (after warm-up).")
-flags.DEFINE_enum("optimizer", "adamw", ["adamw", "sgd"], "Optimizer.")
+flags.DEFINE_enum("optimizer", "adamw", ["adamw", "sgd", "lars"], "Optimizer.")
+flags.DEFINE_enum("lr_scaling", "none", ["none", "linear", "sqrt"],
+                  "Scale --learning_rate with the global batch: linear (x B/256) or sqrt (x sqrt(B)).")
+flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker", "tpu"],
+                  "tf.distribute strategy; multi_worker reads TF_CONFIG.")
+flags.DEFINE_bool("sync_batch_norm", False, "Synchronise batch-norm statistics across replicas.")
+flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"],
+                  "XLA: auto uses it on GPUs and TPUs only (on CPUs it made a ResNet-18 step "
+                  "2.8x slower).")
+flags.DEFINE_enum("mixed_precision", "none", ["none", "bfloat16", "float16"],
+                  "Mixed precision; losses and energies stay in float32.")
 flags.DEFINE_float("weight_decay", 1e-4, "Weight decay.")
 flags.DEFINE_float("warmup_epochs", 5, "Linear warm-up epochs before the cosine decay.")
 flags.DEFINE_string("workdir", "runs/default", "Folder for logs, checkpoints, model and metrics.")
@@ -88,6 +98,10 @@ flags.DEFINE_bool("evaluate", True, "Run the linear probes and kNN after trainin
 flags.DEFINE_integer("probe_draws", 10, "Label draws averaged by the few-label probes.")
 
 FLAGS = flags.FLAGS
+
+
+# Callbacks appended to every fit (tests use it to simulate a crash mid-run).
+EXTRA_CALLBACKS = []
 
 
 class UsageError(Exception):
@@ -217,16 +231,30 @@ def prepare_workdir(workdir):
 def build_optimizer(steps_per_epoch):
     import keras
 
+    from keras_ebm.optimizers import LARS, WarmupCosine, scale_learning_rate
+
+    learning_rate = FLAGS.learning_rate
+    if FLAGS.lr_scaling != "none":
+        learning_rate = scale_learning_rate(learning_rate, FLAGS.batch_size, rule=FLAGS.lr_scaling)
     total_steps = max(1, FLAGS.epochs * steps_per_epoch)
     warmup_steps = min(int(FLAGS.warmup_epochs * steps_per_epoch), total_steps - 1)
-    schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=0.0 if warmup_steps else FLAGS.learning_rate,
-        decay_steps=max(1, total_steps - warmup_steps),
-        warmup_target=FLAGS.learning_rate if warmup_steps else None,
-        warmup_steps=warmup_steps)
+    schedule = WarmupCosine(learning_rate, total_steps, warmup_steps=warmup_steps)
+    if FLAGS.optimizer == "lars":
+        return LARS(schedule, momentum=0.9, weight_decay=FLAGS.weight_decay)
     if FLAGS.optimizer == "sgd":
         return keras.optimizers.SGD(schedule, momentum=0.9, weight_decay=FLAGS.weight_decay or None)
     return keras.optimizers.AdamW(schedule, weight_decay=FLAGS.weight_decay)
+
+
+def use_xla():
+    """--jit_compile=auto: XLA on GPUs and TPUs, never on CPUs (measured slower there)."""
+    import tensorflow as tf
+
+    if FLAGS.jit_compile != "auto":
+        return FLAGS.jit_compile == "true"
+    if FLAGS.strategy != "default":
+        return FLAGS.strategy == "tpu"  # XLA under MirroredStrategy on CPUs fails
+    return bool(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
 
 
 def build_method(image_shape, num_train=None):
@@ -299,22 +327,69 @@ def format_table(rows):
     return "\n".join(lines)
 
 
+def checkpoint_epoch(checkpoint_dir):
+    """The epoch a rerun resumes from: the last one the checkpoint in `checkpoint_dir` saved."""
+    try:
+        with open(os.path.join(checkpoint_dir, "training_metadata.json")) as f:
+            return int(json.load(f)["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
+def epoch_ordered_batches(dataset, steps_per_epoch, initial_epoch):
+    """Training batches whose order depends only on (seed, epoch).
+
+    Epoch e is shuffled with the seed (--seed, e), so a run resumed at epoch k
+    sees exactly the batches an uninterrupted run sees from epoch k on. PIRL's
+    memory bank also gets the index of each image: (images, indices).
+    """
+    import tensorflow as tf
+
+    num_images = len(dataset.x_train)
+    batch_shape = (FLAGS.batch_size, *dataset.image_shape)
+
+    def one_epoch(epoch):
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(num_images, dtype=tf.int64), seed=tf.stack([tf.cast(FLAGS.seed, tf.int64), epoch]))
+        return (tf.data.Dataset.from_tensor_slices(order)
+                .batch(FLAGS.batch_size, drop_remainder=True).take(steps_per_epoch))
+
+    def gather(indices):
+        images = tf.numpy_function(lambda i: dataset.x_train[i], [indices], tf.float32)
+        images = tf.ensure_shape(images, batch_shape)
+        return (images, indices) if FLAGS.method == "pirl" else images
+
+    epochs = tf.data.Dataset.range(min(initial_epoch, FLAGS.epochs), FLAGS.epochs)
+    return (epochs.flat_map(one_epoch).map(gather, num_parallel_calls=tf.data.AUTOTUNE)
+            .prefetch(tf.data.AUTOTUNE))
+
+
 def train_ssl(dataset, workdir, export_dir):
     import keras
     import numpy as np
 
+    from keras_ebm import distribute
+    from keras_ebm.callbacks import NonFiniteGuard, ResumableBackup
     from keras_ebm.export import export_encoder
 
+    try:
+        strategy = distribute.get_strategy(FLAGS.strategy)
+    except ValueError as error:
+        raise UsageError(f"--strategy={FLAGS.strategy}: {error}") from None
+    if FLAGS.mixed_precision != "none":
+        keras.mixed_precision.set_global_policy(f"mixed_{FLAGS.mixed_precision}")
     image_shape = dataset.image_shape
-    model = build_method(image_shape, num_train=len(dataset.x_train))
-    # PIRL's memory bank needs the index of each image: (images, indices) batches.
-    train_data = dataset.train_dataset(FLAGS.batch_size, shuffle=True, seed=FLAGS.seed,
-                                       with_index=FLAGS.method == "pirl")
     steps_per_epoch = len(dataset.x_train) // FLAGS.batch_size
     if FLAGS.steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, FLAGS.steps_per_epoch)
-        train_data = train_data.take(steps_per_epoch)
-    model.compile(optimizer=build_optimizer(steps_per_epoch))
+    checkpoint_dir = os.path.join(workdir, "checkpoints")
+    train_data = epoch_ordered_batches(dataset, steps_per_epoch, checkpoint_epoch(checkpoint_dir))
+    with strategy.scope():
+        # Every variable (heads, queues, banks, optimizer) is made under the strategy.
+        model = build_method(image_shape, num_train=len(dataset.x_train))
+        if FLAGS.sync_batch_norm:
+            distribute.sync_batch_norm(model)
+        model.compile(optimizer=build_optimizer(steps_per_epoch), jit_compile=use_xla())
 
     results = {}
     if FLAGS.evaluate:
@@ -323,34 +398,46 @@ def train_ssl(dataset, workdir, export_dir):
         results["encoder at init"] = evaluate(
             dataset, (embed(model.encoder, dataset.x_train), embed(model.encoder, dataset.x_test)))
 
+    guard = NonFiniteGuard()
     callbacks = [
         keras.callbacks.TensorBoard(os.path.join(workdir, "tb"), update_freq="epoch"),
-        keras.callbacks.BackupAndRestore(os.path.join(workdir, "checkpoints"),
-                                         delete_checkpoint=False),
-        keras.callbacks.TerminateOnNaN(),
+        ResumableBackup(checkpoint_dir),
+        guard,
+        *EXTRA_CALLBACKS,
     ]
     print(f"Training {FLAGS.method} on {dataset.name} ({len(dataset.x_train)} images, "
-          f"{steps_per_epoch} steps/epoch, {FLAGS.epochs} epochs, backbone {FLAGS.backbone})")
+          f"{steps_per_epoch} steps/epoch, {FLAGS.epochs} epochs, backbone {FLAGS.backbone}, "
+          f"{strategy.num_replicas_in_sync} replica(s))")
     start = time.perf_counter()
-    history = model.fit(train_data, epochs=FLAGS.epochs, callbacks=callbacks, shuffle=False,
+    history = model.fit(train_data, epochs=FLAGS.epochs, steps_per_epoch=steps_per_epoch,
+                        callbacks=callbacks, shuffle=False,
                         verbose=1 if sys.stdout.isatty() else 2)
     train_seconds = time.perf_counter() - start
-    final_loss = float(history.history["loss"][-1]) if history.history.get("loss") else float("nan")
-    if not np.isfinite(final_loss):
+    if guard.message:
+        raise TrainingError(f"{guard.message}; the last good weights are kept in "
+                            f"{os.path.join(workdir, 'checkpoints')} and nothing was exported")
+    ran_epochs = bool(history.history.get("loss"))
+    if not ran_epochs:  # a rerun of a finished command: the checkpoint is already at the end
+        print(f"Nothing to train: the checkpoint is at epoch {FLAGS.epochs}; exporting it")
+    final_loss = float(history.history["loss"][-1]) if ran_epochs else None
+    if ran_epochs and not np.isfinite(final_loss):
         raise TrainingError(f"training diverged: the loss is {final_loss} at the last epoch; "
-                           "no model was exported")
+                            "no model was exported")
 
+    metrics = {"method": FLAGS.method, "dataset": dataset.name, "backbone": FLAGS.backbone,
+               "epochs": FLAGS.epochs, "batch_size": FLAGS.batch_size,
+               "replicas": strategy.num_replicas_in_sync,
+               "train_seconds": round(train_seconds, 1), "final_loss": final_loss,
+               "final_contrastive_accuracy": (float(history.history["contrastive_accuracy"][-1])
+                                              if ran_epochs else None)}
+    if not distribute.is_chief(strategy):
+        return metrics  # only the chief writes the model, the export and the metrics
     model_path = os.path.join(workdir, "model.keras")
     staging = os.path.join(workdir, ".model.tmp.keras")
     model.save(staging)
     os.replace(staging, model_path)
     exported = export_encoder(export_dir, model.encoder, image_shape)
-
-    metrics = {"method": FLAGS.method, "dataset": dataset.name, "backbone": FLAGS.backbone,
-               "epochs": FLAGS.epochs, "batch_size": FLAGS.batch_size,
-               "train_seconds": round(train_seconds, 1), "final_loss": final_loss,
-               "final_contrastive_accuracy": float(history.history["contrastive_accuracy"][-1]),
-               "model": model_path, "export": exported}
+    metrics.update({"model": model_path, "export": exported})
     if FLAGS.evaluate:
         results[f"{FLAGS.method} (trained)"] = evaluate(
             dataset, (embed(model.encoder, dataset.x_train), embed(model.encoder, dataset.x_test)))

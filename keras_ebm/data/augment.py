@@ -94,6 +94,11 @@ class RandomResizedCrop(keras.layers.Layer):
             )
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
+        # The generator's state is saved with the weights, so a resumed run
+        # draws the same augmentations as an uninterrupted one.
+        # NOTE: Keras's own random layers (colour jitter, flip, grayscale, blur)
+        # keep theirs outside the weights.
+        self._track_variable(self.seed_generator.state)
         self.supports_masking = False
 
     def _random_boxes(self, batch_size, image_height, image_width):
@@ -208,6 +213,11 @@ class RandomApply(keras.layers.Layer):
         self.rate = float(rate)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
+        # The generator's state is saved with the weights, so a resumed run
+        # draws the same augmentations as an uninterrupted one.
+        # NOTE: Keras's own random layers (colour jitter, flip, grayscale, blur)
+        # keep theirs outside the weights.
+        self._track_variable(self.seed_generator.state)
 
     def build(self, input_shape):
         if not self.layer.built:
