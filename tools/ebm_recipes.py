@@ -364,7 +364,7 @@ def run(flag_values, workdir, export_dir):
     import numpy as np
     import tensorflow as tf
 
-    from keras_ebm.callbacks import NonFiniteGuard
+    from keras_ebm.callbacks import NonFiniteError, NonFiniteGuard
 
     os.makedirs(workdir, exist_ok=True)
     keras.utils.set_random_seed(flag_values.seed)
@@ -389,7 +389,8 @@ def run(flag_values, workdir, export_dir):
                "seconds_per_epoch": train_seconds / max(1, len(history.history.get("loss", [1])))}
     metrics.update({f"final_{k}": float(v[-1]) for k, v in history.history.items() if v})
     if guard.message:
-        metrics["stopped"] = guard.message
+        # The guard restored the last good weights; nothing is saved or exported.
+        raise NonFiniteError(guard.message)
     metrics.update(evaluate(model, kind, x_train, x_test, flag_values, workdir))
 
     model_path = os.path.join(workdir, "model.keras")

@@ -414,8 +414,8 @@ def train_ssl(dataset, workdir, export_dir):
                         verbose=1 if sys.stdout.isatty() else 2)
     train_seconds = time.perf_counter() - start
     if guard.message:
-        raise TrainingError(f"{guard.message}; the last good weights are kept in "
-                            f"{os.path.join(workdir, 'checkpoints')} and nothing was exported")
+        raise TrainingError(f"{guard.message.rstrip('.')}; nothing was exported (the last "
+                            f"epoch's checkpoint is in {checkpoint_dir})")
     ran_epochs = bool(history.history.get("loss"))
     if not ran_epochs:  # a rerun of a finished command: the checkpoint is already at the end
         print(f"Nothing to train: the checkpoint is at epoch {FLAGS.epochs}; exporting it")
@@ -454,8 +454,12 @@ def train_ssl(dataset, workdir, export_dir):
 def train_ebm(workdir, export_dir):
     """Classical EBM training (CD, PCD, NCE, ratio matching, MPF, ML, DAE)."""
     print(f"Training {FLAGS.method} on {FLAGS.dataset} ({FLAGS.epochs} epochs)")
+    from keras_ebm.callbacks import NonFiniteError
+
     try:
         metrics = ebm_recipes.run(FLAGS, workdir, export_dir)
+    except NonFiniteError as error:
+        raise TrainingError(f"{str(error).rstrip('.')}; nothing was saved or exported") from None
     except ValueError as error:
         if str(error).startswith("--"):  # a bad flag combination, named by the recipe
             raise UsageError(str(error)) from None
@@ -464,8 +468,6 @@ def train_ebm(workdir, export_dir):
     for key, value in metrics.items():
         if isinstance(value, float):
             print(f"{key:<36}{value:>14.4f}")
-    if "stopped" in metrics:
-        print(f"\nStopped early: {metrics['stopped']}")
     print(f"\nModel: {metrics['model']}. SavedModel: {metrics['saved_model']}. "
           f"Metrics and pictures: {workdir}")
     return metrics

@@ -169,3 +169,15 @@ def test_empty_image_folder_and_unwritable_workdir(tmp_path):
     lines = _error_lines(result.stderr)
     assert result.returncode == 2 and len(lines) == 1 and "--workdir" in lines[0], result.stderr
     assert not (tmp_path / "e").exists()
+
+
+def test_divergence_stops_with_the_step_and_quantity_and_exports_nothing(tmp_path):
+    result = run_cli("--flagfile=configs/moco.flags", *SMOKE, "--steps_per_epoch=2", "--epochs=3",
+                     "--learning_rate=1e30", "--warmup_epochs=0", "--noevaluate",
+                     f"--workdir={tmp_path / 'w'}", f"--export_dir={tmp_path / 'e'}", cwd=ROOT)
+    assert result.returncode == 1, result.stderr[-2000:]
+    last = _error_lines(result.stderr)[-1]
+    assert last.startswith("train.py: Non-finite") and "at training step" in last
+    assert "nothing was exported" in last and "Traceback" not in result.stderr
+    assert not (tmp_path / "e").exists()
+    assert not (tmp_path / "w" / "model.keras").exists()
