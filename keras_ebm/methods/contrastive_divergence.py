@@ -4,11 +4,12 @@ import keras
 import tensorflow as tf
 
 from keras_ebm.memory.replay_buffer import ReplayBuffer
+from keras_ebm.methods.energy_method import EnergyMethod
 from keras_ebm.samplers.sampler import Sampler
 
 
 @keras.saving.register_keras_serializable(package="keras_ebm")
-class ContrastiveDivergence(keras.Model):
+class ContrastiveDivergence(EnergyMethod):
     """Pushes the energy of data down and the energy of MCMC samples up.
 
     The maximum-likelihood gradient of p(x) = exp(-E(x)) / Z is
@@ -55,36 +56,20 @@ class ContrastiveDivergence(keras.Model):
         energy based models", NeurIPS 2019.
     """
 
+    _config_objects = ("energy", "sampler", "replay_buffer")
+
     def __init__(self, energy, sampler, persistent=False, replay_buffer=None, chains_per_step=None, energy_l2=0.0, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(energy, tracker_names=("loss", "energy_data", "energy_samples"), **kwargs)
         if persistent and replay_buffer is None:
             raise ValueError(
                 "persistent=True needs a replay_buffer, e.g. "
                 "ReplayBuffer(size=num_chains, shape=x.shape[1:])."
             )
-        self.energy = energy
         self.sampler = sampler
         self.persistent = bool(persistent)
         self.replay_buffer = replay_buffer
         self.chains_per_step = None if chains_per_step is None else int(chains_per_step)
         self.energy_l2 = float(energy_l2)
-        self.loss_tracker = keras.metrics.Mean(name="loss")
-        self.energy_data_tracker = keras.metrics.Mean(name="energy_data")
-        self.energy_samples_tracker = keras.metrics.Mean(name="energy_samples")
-        if getattr(energy, "built", False):
-            self.built = True
-
-    @property
-    def metrics(self):
-        return [self.loss_tracker, self.energy_data_tracker, self.energy_samples_tracker]
-
-    def build(self, input_shape):
-        if not self.energy.built:
-            self.energy.build(input_shape)
-        self.built = True
-
-    def call(self, inputs):
-        return self.energy(inputs)
 
     def contrasted_samples(self, x_data):
         """Runs the sampler from the data (CD) or from the persistent chains (PCD)."""
@@ -111,21 +96,15 @@ class ContrastiveDivergence(keras.Model):
         # 3. Gradients and update.
         gradients = tape.gradient(loss, self.trainable_variables)
         self.optimizer.apply(gradients, self.trainable_variables)
-        self.loss_tracker.update_state(loss)
-        self.energy_data_tracker.update_state(energy_data)
-        self.energy_samples_tracker.update_state(energy_samples)
-        return {m.name: m.result() for m in self.metrics}
+        return self.update_trackers(loss=loss, energy_data=energy_data, energy_samples=energy_samples)
 
     def test_step(self, data):
         x_data, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        energy_data = self.energy(x_data)
-        self.energy_data_tracker.update_state(energy_data)
-        return {self.energy_data_tracker.name: self.energy_data_tracker.result()}
+        return self.update_trackers(energy_data=self.energy(x_data))
 
     def get_config(self):
-        return {
-            "name": self.name,
-            "energy": keras.saving.serialize_keras_object(self.energy),
+        config = super().get_config()
+        config.update({
             "sampler": keras.saving.serialize_keras_object(self.sampler),
             "persistent": self.persistent,
             "replay_buffer": (
@@ -134,12 +113,5 @@ class ContrastiveDivergence(keras.Model):
             ),
             "chains_per_step": self.chains_per_step,
             "energy_l2": self.energy_l2,
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        for key in ("energy", "sampler", "replay_buffer"):
-            if config.get(key) is not None:
-                config[key] = keras.saving.deserialize_keras_object(config[key])
-        return cls(**config)
+        })
+        return config

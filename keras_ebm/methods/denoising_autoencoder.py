@@ -3,6 +3,8 @@
 import keras
 import tensorflow as tf
 
+from keras_ebm.methods.energy_method import EnergyMethod
+
 
 @keras.saving.register_keras_serializable(package="keras_ebm")
 class ReconstructionEnergy(keras.layers.Layer):
@@ -62,7 +64,7 @@ def corrupt(x, noise, noise_level):
 
 
 @keras.saving.register_keras_serializable(package="keras_ebm")
-class DenoisingAutoencoder(keras.Model):
+class DenoisingAutoencoder(EnergyMethod):
     """Trains an autoencoder to map corrupted points back onto the data.
 
     Corruption supplies the contrasted points: x̃ ~ C(x̃ | x) lies off the data
@@ -90,29 +92,17 @@ class DenoisingAutoencoder(keras.Model):
         denoising autoencoders", ICML 2008.
     """
 
+    _config_objects = ("autoencoder",)
+
     def __init__(self, autoencoder, noise="gaussian", noise_level=0.5, **kwargs):
-        super().__init__(**kwargs)
+        # The energy wraps the autoencoder and is built exactly when it is.
+        super().__init__(
+            ReconstructionEnergy(autoencoder, name="reconstruction_energy"),
+            tracker_names=("loss", "energy_data", "energy_corrupted"), **kwargs)
         corrupt(tf.zeros([1]), noise, noise_level)  # validates `noise`
         self.autoencoder = autoencoder
         self.noise = noise
         self.noise_level = float(noise_level)
-        self.energy = ReconstructionEnergy(autoencoder, name="reconstruction_energy")
-        self.loss_tracker = keras.metrics.Mean(name="loss")
-        self.energy_data_tracker = keras.metrics.Mean(name="energy_data")
-        self.energy_corrupted_tracker = keras.metrics.Mean(name="energy_corrupted")
-        if getattr(autoencoder, "built", False):
-            self.built = True
-
-    @property
-    def metrics(self):
-        return [self.loss_tracker, self.energy_data_tracker, self.energy_corrupted_tracker]
-
-    def build(self, input_shape):
-        self.energy.build(input_shape)
-        self.built = True
-
-    def call(self, inputs):
-        return self.energy(inputs)
 
     def train_step(self, data):
         x_data, _, _ = keras.utils.unpack_x_y_sample_weight(data)
@@ -126,15 +116,12 @@ class DenoisingAutoencoder(keras.Model):
         # 3. Gradients and update.
         gradients = tape.gradient(loss, self.trainable_variables)
         self.optimizer.apply(gradients, self.trainable_variables)
-        self.loss_tracker.update_state(loss)
-        self.energy_data_tracker.update_state(self.energy(x_data))
-        self.energy_corrupted_tracker.update_state(self.energy(x_corrupted))
-        return {m.name: m.result() for m in self.metrics}
+        return self.update_trackers(
+            loss=loss, energy_data=self.energy(x_data), energy_corrupted=self.energy(x_corrupted))
 
     def test_step(self, data):
         x_data, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        self.energy_data_tracker.update_state(self.energy(x_data))
-        return {self.energy_data_tracker.name: self.energy_data_tracker.result()}
+        return self.update_trackers(energy_data=self.energy(x_data))
 
     def get_config(self):
         return {
@@ -143,9 +130,3 @@ class DenoisingAutoencoder(keras.Model):
             "noise": self.noise,
             "noise_level": self.noise_level,
         }
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["autoencoder"] = keras.saving.deserialize_keras_object(config["autoencoder"])
-        return cls(**config)

@@ -4,6 +4,7 @@ import keras
 import tensorflow as tf
 
 from keras_ebm.energies.rbm import binary_states
+from keras_ebm.methods.energy_method import EnergyMethod
 
 
 def exact_log_partition(energy, num_bits=None):
@@ -22,7 +23,7 @@ def exact_log_partition(energy, num_bits=None):
 
 
 @keras.saving.register_keras_serializable(package="keras_ebm")
-class MaximumLikelihood(keras.Model):
+class MaximumLikelihood(EnergyMethod):
     """Minimises the exact negative log-likelihood -log p(x) = E(x) + log Z.
 
     Its gradient dE(x)/dθ - E_{x'~p}[dE(x')/dθ] pushes the energy of the data
@@ -49,25 +50,7 @@ class MaximumLikelihood(keras.Model):
     """
 
     def __init__(self, energy, **kwargs):
-        super().__init__(**kwargs)
-        self.energy = energy
-        self.loss_tracker = keras.metrics.Mean(name="loss")
-        self.energy_data_tracker = keras.metrics.Mean(name="energy_data")
-        self.log_partition_tracker = keras.metrics.Mean(name="log_partition")
-        if getattr(energy, "built", False):
-            self.built = True
-
-    @property
-    def metrics(self):
-        return [self.loss_tracker, self.energy_data_tracker, self.log_partition_tracker]
-
-    def build(self, input_shape):
-        if not self.energy.built:
-            self.energy.build(input_shape)
-        self.built = True
-
-    def call(self, inputs):
-        return self.energy(inputs)
+        super().__init__(energy, tracker_names=("loss", "energy_data", "log_partition"), **kwargs)
 
     def compute_negative_log_likelihood(self, x_data, training=False):
         """Returns (mean -log p(x), E(x) [batch], log Z)."""
@@ -83,24 +66,9 @@ class MaximumLikelihood(keras.Model):
         # 3. Gradients and update.
         gradients = tape.gradient(loss, self.trainable_variables)
         self.optimizer.apply(gradients, self.trainable_variables)
-        self.loss_tracker.update_state(loss)
-        self.energy_data_tracker.update_state(energy_data)
-        self.log_partition_tracker.update_state(log_partition)
-        return {m.name: m.result() for m in self.metrics}
+        return self.update_trackers(loss=loss, energy_data=energy_data, log_partition=log_partition)
 
     def test_step(self, data):
         x_data, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         loss, energy_data, log_partition = self.compute_negative_log_likelihood(x_data)
-        self.loss_tracker.update_state(loss)
-        self.energy_data_tracker.update_state(energy_data)
-        self.log_partition_tracker.update_state(log_partition)
-        return {m.name: m.result() for m in self.metrics}
-
-    def get_config(self):
-        return {"name": self.name, "energy": keras.saving.serialize_keras_object(self.energy)}
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["energy"] = keras.saving.deserialize_keras_object(config["energy"])
-        return cls(**config)
+        return self.update_trackers(loss=loss, energy_data=energy_data, log_partition=log_partition)

@@ -6,6 +6,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_ebm.methods.energy_method import EnergyMethod
+
 
 @keras.saving.register_keras_serializable(package="keras_ebm")
 class GaussianNoise(keras.layers.Layer):
@@ -100,7 +102,7 @@ class BernoulliNoise(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="keras_ebm")
-class NoiseContrastiveEstimation(keras.Model):
+class NoiseContrastiveEstimation(EnergyMethod):
     """Learns an energy by telling data from noise with logistic regression.
 
     The model log-density is log p_m(x) = -E(x) - c with c = log Z a free,
@@ -135,33 +137,17 @@ class NoiseContrastiveEstimation(keras.Model):
         principle for unnormalized statistical models", AISTATS 2010.
     """
 
+    _config_objects = ("energy", "noise")
+
     def __init__(self, energy, noise, noise_ratio=1.0, initial_log_partition=0.0, **kwargs):
-        super().__init__(**kwargs)
-        self.energy = energy
+        super().__init__(
+            energy, tracker_names=("loss", "accuracy", "energy_data", "energy_noise"), **kwargs)
         self.noise = noise
         self.noise_ratio = float(noise_ratio)
         self.initial_log_partition = float(initial_log_partition)
         self.log_partition = self.add_weight(
             name="log_partition", shape=(),
             initializer=keras.initializers.Constant(self.initial_log_partition))
-        self.loss_tracker = keras.metrics.Mean(name="loss")
-        self.accuracy_tracker = keras.metrics.Mean(name="accuracy")
-        self.energy_data_tracker = keras.metrics.Mean(name="energy_data")
-        self.energy_noise_tracker = keras.metrics.Mean(name="energy_noise")
-        if getattr(energy, "built", False):
-            self.built = True
-
-    @property
-    def metrics(self):
-        return [self.loss_tracker, self.accuracy_tracker, self.energy_data_tracker, self.energy_noise_tracker]
-
-    def build(self, input_shape):
-        if not self.energy.built:
-            self.energy.build(input_shape)
-        self.built = True
-
-    def call(self, inputs):
-        return self.energy(inputs)
 
     def importance_log_partition(self, num_samples=10000):
         """Importance-sampling estimate log Z ≈ logmeanexp_{y ~ p_n}(-E(y) - log p_n(y)).
@@ -199,29 +185,18 @@ class NoiseContrastiveEstimation(keras.Model):
         gradients = tape.gradient(loss, self.trainable_variables)
         self.optimizer.apply(gradients, self.trainable_variables)
         accuracy = tf.concat([tf.cast(logit_data > 0, tf.float32), tf.cast(logit_noise <= 0, tf.float32)], 0)
-        self.loss_tracker.update_state(loss)
-        self.accuracy_tracker.update_state(accuracy)
-        self.energy_data_tracker.update_state(energy_data)
-        self.energy_noise_tracker.update_state(energy_noise)
-        return {m.name: m.result() for m in self.metrics}
+        return self.update_trackers(
+            loss=loss, accuracy=accuracy, energy_data=energy_data, energy_noise=energy_noise)
 
     def test_step(self, data):
         x_data, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        self.energy_data_tracker.update_state(self.energy(x_data))
-        return {self.energy_data_tracker.name: self.energy_data_tracker.result()}
+        return self.update_trackers(energy_data=self.energy(x_data))
 
     def get_config(self):
-        return {
-            "name": self.name,
-            "energy": keras.saving.serialize_keras_object(self.energy),
+        config = super().get_config()
+        config.update({
             "noise": keras.saving.serialize_keras_object(self.noise),
             "noise_ratio": self.noise_ratio,
             "initial_log_partition": self.initial_log_partition,
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["energy"] = keras.saving.deserialize_keras_object(config["energy"])
-        config["noise"] = keras.saving.deserialize_keras_object(config["noise"])
-        return cls(**config)
+        })
+        return config

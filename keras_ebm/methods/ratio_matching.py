@@ -3,6 +3,8 @@
 import keras
 import tensorflow as tf
 
+from keras_ebm.methods.energy_method import EnergyMethod
+
 
 def one_bit_flips(x):
     """All one-bit neighbours of binary x [batch, D]: shape [batch, D, D], row d flips bit d."""
@@ -19,7 +21,7 @@ def neighbour_energies(energy, x, training=False):
 
 
 @keras.saving.register_keras_serializable(package="keras_ebm")
-class RatioMatching(keras.Model):
+class RatioMatching(EnergyMethod):
     """Fits an energy on binary vectors by matching ratios p(x) / p(x^{-i}).
 
     With x^{-i} the data point x with bit i flipped and g(u) = 1 / (1 + u),
@@ -47,25 +49,7 @@ class RatioMatching(keras.Model):
     """
 
     def __init__(self, energy, **kwargs):
-        super().__init__(**kwargs)
-        self.energy = energy
-        self.loss_tracker = keras.metrics.Mean(name="loss")
-        self.energy_data_tracker = keras.metrics.Mean(name="energy_data")
-        self.energy_flips_tracker = keras.metrics.Mean(name="energy_flips")
-        if getattr(energy, "built", False):
-            self.built = True
-
-    @property
-    def metrics(self):
-        return [self.loss_tracker, self.energy_data_tracker, self.energy_flips_tracker]
-
-    def build(self, input_shape):
-        if not self.energy.built:
-            self.energy.build(input_shape)
-        self.built = True
-
-    def call(self, inputs):
-        return self.energy(inputs)
+        super().__init__(energy, tracker_names=("loss", "energy_data", "energy_flips"), **kwargs)
 
     def compute_ratio_matching_loss(self, x_data, training=False):
         """Returns (loss, E(x) [batch], E(x^{-i}) [batch, D])."""
@@ -85,24 +69,9 @@ class RatioMatching(keras.Model):
         # 3. Gradients and update.
         gradients = tape.gradient(loss, self.trainable_variables)
         self.optimizer.apply(gradients, self.trainable_variables)
-        self.loss_tracker.update_state(loss)
-        self.energy_data_tracker.update_state(energy_data)
-        self.energy_flips_tracker.update_state(energy_flips)
-        return {m.name: m.result() for m in self.metrics}
+        return self.update_trackers(loss=loss, energy_data=energy_data, energy_flips=energy_flips)
 
     def test_step(self, data):
         x_data, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         loss, energy_data, energy_flips = self.compute_ratio_matching_loss(x_data)
-        self.loss_tracker.update_state(loss)
-        self.energy_data_tracker.update_state(energy_data)
-        self.energy_flips_tracker.update_state(energy_flips)
-        return {m.name: m.result() for m in self.metrics}
-
-    def get_config(self):
-        return {"name": self.name, "energy": keras.saving.serialize_keras_object(self.energy)}
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["energy"] = keras.saving.deserialize_keras_object(config["energy"])
-        return cls(**config)
+        return self.update_trackers(loss=loss, energy_data=energy_data, energy_flips=energy_flips)
