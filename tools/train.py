@@ -376,8 +376,8 @@ def train_ssl(dataset, workdir, export_dir):
         strategy = distribute.get_strategy(FLAGS.strategy)
     except ValueError as error:
         raise UsageError(f"--strategy={FLAGS.strategy}: {error}") from None
-    if FLAGS.mixed_precision != "none":
-        keras.mixed_precision.set_global_policy(f"mixed_{FLAGS.mixed_precision}")
+    keras.mixed_precision.set_global_policy(
+        "float32" if FLAGS.mixed_precision == "none" else f"mixed_{FLAGS.mixed_precision}")
     image_shape = dataset.image_shape
     steps_per_epoch = len(dataset.x_train) // FLAGS.batch_size
     if FLAGS.steps_per_epoch:
