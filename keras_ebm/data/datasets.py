@@ -16,6 +16,7 @@ dataset spec or the offending file.
 
 import dataclasses
 import os
+import re
 
 import numpy as np
 import tensorflow as tf
@@ -341,7 +342,9 @@ def _decode_file(path):
         image = image.numpy()
     except (tf.errors.OpError, ValueError) as error:
         message = getattr(error, "message", None) or str(error)
-        message = message.splitlines()[0][:200] if message else "decode failed"
+        message = message.splitlines()[0] if message else "decode failed"
+        # Drop TensorFlow's op decorations: "{{function_node ...}} Invalid PNG ... [Op:X]".
+        message = re.sub(r"\{\{[^}]*\}\}\s*|\s*\[Op:\w+\]", "", message).strip()[:200]
         raise DataError(f"{path}: corrupt or unsupported image ({message})") from None
     if image.ndim != 3 or image.shape[0] == 0 or image.shape[1] == 0:
         raise DataError(f"{path}: decoded to an empty image {image.shape}")
