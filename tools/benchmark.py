@@ -146,10 +146,10 @@ def forward_flops(model, images_shape):
     spec = tf.TensorSpec(images_shape, tf.float32)
     try:
         flops = profiler_flops(lambda x: model.project(x, training=True), spec)
-        if flops > 0:
-            return flops, "tf.compat.v1.profiler"
     except Exception:  # noqa: BLE001  (fall back to counting layers)
-        pass
+        flops = 0
+    if flops > 0:
+        return flops, "tf.compat.v1.profiler"
     head_flops = 2.0 * sum(w.shape[0] * w.shape[1] for w in model.projection_head.weights
                            if len(w.shape) == 2) * images_shape[0]
     return analytic_flops(model.encoder, images_shape[0]) + head_flops, "analytic"

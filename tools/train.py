@@ -222,8 +222,8 @@ def prepare_workdir(workdir):
     """Creates the workdir and checks that it is writable."""
     try:
         os.makedirs(workdir, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=workdir):
-            pass
+        with tempfile.NamedTemporaryFile(dir=workdir) as probe:
+            probe.write(b"writable")
     except OSError as error:
         raise UsageError(f"--workdir={workdir} cannot be written: {error.strerror}") from None
 

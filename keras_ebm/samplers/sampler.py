@@ -1,5 +1,7 @@
 """Base class of MCMC samplers: runs one compiled `tf.while_loop` of `step`s."""
 
+import abc
+
 import keras
 import tensorflow as tf
 
@@ -14,7 +16,7 @@ def energy_and_gradient(energy, x):
 
 
 @keras.saving.register_keras_serializable(package="keras_ebm")
-class Sampler:
+class Sampler(abc.ABC):
     """Runs `num_steps` MCMC transitions x <- step(energy, x) in one `tf.while_loop`.
 
     A subclass writes only `step(energy, x, step_index) -> (x, acceptance)`,
@@ -41,8 +43,9 @@ class Sampler:
         self.num_steps = int(num_steps)
         self._compiled_loop = None
 
+    @abc.abstractmethod
     def step(self, energy, x, step_index):
-        raise NotImplementedError
+        """One MCMC step from `x`; returns `(x_next, accepted)` (see subclasses)."""
 
     def _loop(self, energy, x, num_steps):
         x = tf.convert_to_tensor(x)
