@@ -225,7 +225,6 @@ def build_model(flag_values, kind, x_train):
 
 def draw_samples(model, kind, num_samples, num_steps, x_train):
     """Fresh samples of the trained energy: long MCMC runs from noise."""
-    import numpy as np
     import tensorflow as tf
 
     from keras_ebm import samplers

@@ -3,9 +3,7 @@
 import keras
 import tensorflow as tf
 
-from keras_ebm.memory.replay_buffer import ReplayBuffer
 from keras_ebm.methods.energy_method import EnergyMethod
-from keras_ebm.samplers.sampler import Sampler
 
 
 @keras.saving.register_keras_serializable(package="keras_ebm")

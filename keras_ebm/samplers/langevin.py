@@ -6,6 +6,7 @@ import keras
 import tensorflow as tf
 
 from keras_ebm.samplers.sampler import Sampler
+from keras_ebm.samplers.sampler import metropolis_accept
 from keras_ebm.samplers.sampler import energy_and_gradient
 
 
@@ -100,10 +101,7 @@ class Langevin(Sampler):
         log_q_forward = -tf.reduce_sum(tf.square(x_proposed - mean), axis=axes) / (2 * sigma**2)
         log_q_reverse = -tf.reduce_sum(tf.square(x - mean_reverse), axis=axes) / (2 * sigma**2)
         log_ratio = energies - energies_proposed + log_q_reverse - log_q_forward
-        acceptance = tf.exp(tf.minimum(log_ratio, 0.0))
-        accept = tf.random.uniform(tf.shape(acceptance), dtype=x.dtype) < acceptance
-        mask = tf.reshape(accept, [-1] + [1] * (len(x.shape) - 1))
-        return tf.where(mask, x_proposed, x), acceptance
+        return metropolis_accept(x, x_proposed, log_ratio)
 
     def get_config(self):
         config = super().get_config()

@@ -4,6 +4,7 @@ import keras
 import tensorflow as tf
 
 from keras_ebm.samplers.sampler import Sampler
+from keras_ebm.samplers.sampler import metropolis_accept
 
 
 @keras.saving.register_keras_serializable(package="keras_ebm")
@@ -51,10 +52,7 @@ class MetropolisHastings(Sampler):
     def step(self, energy, x, step_index):
         x_proposed = self.propose(x)
         log_ratio = energy(x) - energy(x_proposed)
-        acceptance = tf.exp(tf.minimum(log_ratio, 0.0))
-        accept = tf.random.uniform(tf.shape(acceptance), dtype=x.dtype) < acceptance
-        mask = tf.reshape(accept, [-1] + [1] * (len(x.shape) - 1))
-        return tf.where(mask, x_proposed, x), acceptance
+        return metropolis_accept(x, x_proposed, log_ratio)
 
     def get_config(self):
         config = super().get_config()

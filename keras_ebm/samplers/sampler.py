@@ -16,6 +16,18 @@ def energy_and_gradient(energy, x):
 
 
 @keras.saving.register_keras_serializable(package="keras_ebm")
+def metropolis_accept(x, x_proposed, log_ratio):
+    """Accepts each proposal with probability min(1, exp(log_ratio)).
+
+    Returns `(x_next, acceptance)`: the proposal where accepted, else `x`, and
+    the per-chain acceptance probabilities.
+    """
+    acceptance = tf.exp(tf.minimum(log_ratio, 0.0))
+    accept = tf.random.uniform(tf.shape(acceptance), dtype=x.dtype) < acceptance
+    mask = tf.reshape(accept, [-1] + [1] * (len(x.shape) - 1))
+    return tf.where(mask, x_proposed, x), acceptance
+
+
 class Sampler(abc.ABC):
     """Runs `num_steps` MCMC transitions x <- step(energy, x) in one `tf.while_loop`.
 
