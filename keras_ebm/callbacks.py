@@ -1,9 +1,15 @@
-"""Training guards for energy-based models."""
+"""Training guards and checkpoints: non-finite detection, resumable backups with k snapshots."""
 
+import json
 import logging
+import os
+import re
+import shutil
 
 import keras
 import numpy as np
+
+_SNAPSHOT = re.compile(r"epoch-\d{5}\.weights\.h5")
 
 
 class NonFiniteError(FloatingPointError):
@@ -88,7 +94,6 @@ class NonFiniteGuard(keras.callbacks.Callback):
             f"{self._step - 1}, the last step with finite values."
         )
         logging.error(self.message)
-        print(self.message, flush=True)
         self.model.set_weights(self._good_weights)
         self.model.stop_training = True
         if self.raise_error:
@@ -98,8 +103,17 @@ class NonFiniteGuard(keras.callbacks.Callback):
         return {"monitor": self.monitor, "raise_error": self.raise_error, "check_weights": self.check_weights}
 
 
+def checkpoint_epoch(backup_dir):
+    """The epoch a rerun resumes from: the last one the backup in `backup_dir` saved (0 if none)."""
+    try:
+        with open(os.path.join(backup_dir, "training_metadata.json")) as f:
+            return int(json.load(f)["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
 class ResumableBackup(keras.callbacks.BackupAndRestore):
-    """`keras.callbacks.BackupAndRestore` that says when it resumes a run.
+    """`keras.callbacks.BackupAndRestore` that says when it resumes a run and keeps k snapshots.
 
     Every epoch it saves all of the model's variables (weights, batch-norm
     statistics, queues, memory banks, persistent chains, momentum encoders,
@@ -108,21 +122,32 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
     loads them and continues from the next epoch, printing
     "Resuming from epoch N ...".
 
+    With `keep_checkpoints=k > 0` it also keeps a snapshot of each of the k
+    newest epochs, `epoch-NNNNN.weights.h5` (the state after epoch N), and
+    deletes older ones, so the folder stays bounded over any number of
+    epochs: at most k + 2 weight files.
+
     Args:
         backup_dir: folder of the backup (inside the run's workdir).
+        keep_checkpoints: int >= 0, per-epoch snapshots kept. Defaults to 0.
         **kwargs: `keras.callbacks.BackupAndRestore` arguments; by default the
             backup is kept when training ends (`delete_checkpoint=False`) and
             double-checkpointed.
 
     Example:
 
-    >>> model.fit(data, epochs=100, callbacks=[ResumableBackup("runs/moco/checkpoints")])
+    >>> backup = ResumableBackup("runs/moco/checkpoints", keep_checkpoints=3)
+    >>> model.fit(data, epochs=100, callbacks=[backup])
+    >>> backup.snapshots()   # the 3 newest epochs' files
     """
 
-    def __init__(self, backup_dir, **kwargs):
+    def __init__(self, backup_dir, keep_checkpoints=0, **kwargs):
         kwargs.setdefault("delete_checkpoint", False)
         kwargs.setdefault("double_checkpoint", True)
         super().__init__(backup_dir, **kwargs)
+        if int(keep_checkpoints) < 0:
+            raise ValueError(f"keep_checkpoints must be >= 0, got {keep_checkpoints}")
+        self.keep_checkpoints = int(keep_checkpoints)
         self.resumed_epoch = 0
 
     def on_train_begin(self, logs=None):
@@ -131,3 +156,21 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
         if self.resumed_epoch:
             print(f"Resuming from epoch {self.resumed_epoch} (checkpoint in {self.backup_dir})",
                   flush=True)
+
+    def snapshots(self):
+        """Paths of the kept per-epoch snapshots, oldest first."""
+        if not os.path.isdir(self.backup_dir):
+            return []
+        names = sorted(n for n in os.listdir(self.backup_dir) if _SNAPSHOT.fullmatch(n))
+        return [os.path.join(self.backup_dir, n) for n in names]
+
+    def _save_model(self):
+        super()._save_model()
+        if not self.keep_checkpoints:
+            return
+        snapshot = os.path.join(self.backup_dir, f"epoch-{self._current_epoch:05d}.weights.h5")
+        staging = snapshot + ".tmp"
+        shutil.copyfile(self._weights_path, staging)
+        os.replace(staging, snapshot)  # a kill never leaves a half-written snapshot
+        for old in self.snapshots()[:-self.keep_checkpoints]:
+            os.remove(old)

@@ -26,9 +26,15 @@ simclr / moco (the setup of ../shared/bench/torch_ssl_step.py, the PyTorch refer
   - matmul_peak_gflops: a large float32 tf.matmul in graph mode, measured in this run
     before and after the timed steps (the better of the two).
 
-pcd_rbm: seconds per epoch of PCD-1 on RBM(64, 16) on the binarised digits at batch 20
-  (200 persistent chains, Adam 0.01, as configs/pcd_rbm.flags) through `fit`, against
-  scikit-learn's BernoulliRBM(n_components=16, batch_size=20, n_iter=1) per epoch.
+pcd_rbm: seconds per epoch of PCD-1 on RBM(64, 16) on the binarised digits at batch 20,
+  through `fit`, against scikit-learn's BernoulliRBM(n_components=16, batch_size=20,
+  n_iter=1) per epoch, one scikit-learn epoch timed right after each keras_ebm epoch
+  (medians; sklearn_over_keras_ebm > 1 means keras_ebm is faster):
+  - fit_per_minibatch: one minibatch per train step, 200 chains, Adam 0.01 (as
+    configs/pcd_rbm.flags without --epoch_program);
+  - epoch_program: ContrastiveDivergence.epoch_dataset + jit_compile, one XLA program
+    per epoch, with the same 200 chains and Adam, and with scikit-learn's own setting
+    (20 chains = the batch, SGD at 0.1).
 
 langevin: keras_ebm.samplers.Langevin (one compiled tf.while_loop) against the same
   Langevin steps as an eager Python loop, on an MLPEnergy over 2-D points.
@@ -76,7 +82,6 @@ flags.DEFINE_integer("matmul_size", 4096, "Side of the square float32 matmul of 
 flags.DEFINE_integer("num_chains", None, "pcd_rbm: persistent chains (default 200); "
                      "langevin: chains (default 1000).")
 flags.DEFINE_integer("mcmc_steps", 100, "langevin: steps per sampler run.")
-flags.DEFINE_integer("sklearn_repeats", 5, "pcd_rbm: timed BernoulliRBM epochs (median).")
 flags.DEFINE_integer("threads", None, "TF intra-op threads (default: TF's choice).")
 
 FLAGS = flags.FLAGS
@@ -293,6 +298,7 @@ def benchmark_ssl(flag_values):
 # -- PCD on the RBM vs scikit-learn -------------------------------------------------------
 def benchmark_pcd_rbm(flag_values):
     import keras
+    import numpy as np
     import tensorflow as tf
     from sklearn.neural_network import BernoulliRBM
 
@@ -305,67 +311,78 @@ def benchmark_pcd_rbm(flag_values):
     batch = flag_values.batch_size
     num_chains = flag_values.num_chains or 200
     (x_train, _), _ = load_binary_digits()
-    keras.utils.set_random_seed(0)
+    steps_per_epoch = len(x_train) // batch
+    timed_epochs = max(1, flag_values.warmup) + flag_values.steps
 
-    steps_per_epoch = int(math.ceil(len(x_train) / batch))
-    dataset = (tf.data.Dataset.from_tensor_slices(x_train).shuffle(len(x_train), seed=0)
-               .repeat().batch(batch, drop_remainder=True).prefetch(2))
+    sklearn_rbm = BernoulliRBM(n_components=16, batch_size=batch, n_iter=1, random_state=0)
 
-    class EpochTimer(keras.callbacks.Callback):
+    def sklearn_epoch():
+        sklearn_rbm.fit(x_train)  # one epoch (n_iter=1), from a fresh initialisation
+
+    class InterleavedEpochTimer(keras.callbacks.Callback):
+        """Times each keras_ebm epoch, then one scikit-learn epoch right after it."""
+
         def __init__(self):
             super().__init__()
-            self.seconds = []
+            self.seconds, self.sklearn_seconds = [], []
 
         def on_epoch_begin(self, epoch, logs=None):
             self.start = time.perf_counter()
 
         def on_epoch_end(self, epoch, logs=None):
             self.seconds.append(time.perf_counter() - self.start)
+            start = time.perf_counter()
+            sklearn_epoch()
+            self.sklearn_seconds.append(time.perf_counter() - start)
 
-    def keras_seconds_per_epoch(steps_per_execution):
-        # As configs/pcd_rbm.flags (tools/ebm_recipes.py): PCD-1, all chains every update.
+    def seconds_per_epoch(epoch_program, chains, optimizer):
+        """(keras_ebm, scikit-learn) median seconds per epoch, timed alternately."""
         keras.utils.set_random_seed(0)
         rbm = RBM(x_train.shape[1], 16)
         rbm.set_visible_bias_from_data(x_train)
         model = ContrastiveDivergence(
             rbm, Gibbs(num_steps=1), persistent=True,
-            replay_buffer=ReplayBuffer(num_chains, x_train.shape[1:], noise="bernoulli",
+            replay_buffer=ReplayBuffer(chains, x_train.shape[1:], noise="bernoulli",
                                        reinit_fraction=0.0))
-        model.compile(optimizer=keras.optimizers.Adam(0.01),
-                      steps_per_execution=steps_per_execution)
+        model.compile(optimizer=optimizer, jit_compile=epoch_program)
         model(x_train[:2])
-        timer = EpochTimer()
-        model.fit(dataset, epochs=max(1, flag_values.warmup) + flag_values.steps,
-                  steps_per_epoch=steps_per_epoch, callbacks=[timer], verbose=0, shuffle=False)
-        return statistics.median(timer.seconds[max(1, flag_values.warmup):])
+        timer = InterleavedEpochTimer()
+        if epoch_program:  # tools/train.py --epoch_program: one XLA program per epoch
+            data, steps = model.epoch_dataset(x_train, batch, seed=0), 1
+        else:  # tools/train.py's default: one minibatch per train step
+            data = (tf.data.Dataset.from_tensor_slices(x_train).shuffle(len(x_train), seed=0)
+                    .repeat().batch(batch, drop_remainder=True).prefetch(2))
+            steps = steps_per_epoch
+        model.fit(data, epochs=timed_epochs, steps_per_epoch=steps, callbacks=[timer],
+                  verbose=0, shuffle=False)
+        skip = max(1, flag_values.warmup)
+        return (statistics.median(timer.seconds[skip:]),
+                statistics.median(timer.sklearn_seconds[skip:]))
 
-    # tools/train.py's fit (one step per call), then the whole epoch in one call.
-    keras_seconds = keras_seconds_per_epoch(1)
-    keras_seconds_one_call = keras_seconds_per_epoch(steps_per_epoch)
-
-    sklearn_seconds = []
-    sklearn_rbm = BernoulliRBM(n_components=16, batch_size=batch, n_iter=1, random_state=0)
-    for _ in range(max(1, flag_values.sklearn_repeats)):
-        start = time.perf_counter()
-        sklearn_rbm.fit(x_train)  # one epoch (n_iter=1), from a fresh initialisation
-        sklearn_seconds.append(time.perf_counter() - start)
-    sklearn_seconds = statistics.median(sklearn_seconds)
+    # Each keras_ebm epoch is followed by one scikit-learn epoch, so load on the shared
+    # machine hits both sides of each ratio alike.
+    config, sklearn_config = seconds_per_epoch(False, num_chains, keras.optimizers.Adam(0.01))
+    program, sklearn_program = seconds_per_epoch(True, num_chains, keras.optimizers.Adam(0.01))
+    # scikit-learn's own setting: as many chains as the batch, plain SGD at its rate
+    matched, sklearn_matched = seconds_per_epoch(True, batch, keras.optimizers.SGD(0.1))
     return {
         "method": "pcd_rbm",
-        "model": "RBM(64, 16), PCD-1, Gibbs, Adam(0.01)",
-        "num_chains": num_chains,
+        "model": "RBM(64, 16), PCD-1, Gibbs",
         "batch_size": batch,
         "train_examples": int(len(x_train)),
-        "steps_per_epoch": steps_per_epoch,
+        "minibatches_per_epoch": steps_per_epoch,
         "epochs_timed": flag_values.steps,
-        "keras_ebm_seconds_per_epoch": keras_seconds,
-        "sklearn_seconds_per_epoch": sklearn_seconds,
         "sklearn_model": f"BernoulliRBM(n_components=16, batch_size={batch}, n_iter=1, "
-                         f"learning_rate={sklearn_rbm.learning_rate})",
-        "sklearn_over_keras_ebm": sklearn_seconds / keras_seconds,
-        "keras_ebm_seconds_per_epoch_steps_per_execution_epoch": keras_seconds_one_call,
-        "sklearn_over_keras_ebm_steps_per_execution_epoch":
-            sklearn_seconds / keras_seconds_one_call,
+                         f"learning_rate={sklearn_rbm.learning_rate}): {batch} chains, SGD",
+        f"fit_per_minibatch_adam_{num_chains}_chains": {
+            "seconds_per_epoch": config, "sklearn_seconds_per_epoch": sklearn_config,
+            "sklearn_over_keras_ebm": sklearn_config / config},
+        f"epoch_program_adam_{num_chains}_chains": {
+            "seconds_per_epoch": program, "sklearn_seconds_per_epoch": sklearn_program,
+            "sklearn_over_keras_ebm": sklearn_program / program},
+        f"epoch_program_sgd_{batch}_chains": {
+            "seconds_per_epoch": matched, "sklearn_seconds_per_epoch": sklearn_matched,
+            "sklearn_over_keras_ebm": sklearn_matched / matched},
     }
 
 

@@ -65,6 +65,16 @@ flags.DEFINE_bool("ais", False, "EBM: also estimate log Z of the RBM by AIS.")
 flags.DEFINE_integer("grid_size", 200, "EBM: cells per side of the 2-D quadrature grid.")
 flags.DEFINE_integer("toy_train_samples", 10000, "EBM: training points of a 2-D toy.")
 flags.DEFINE_integer("toy_test_samples", 5000, "EBM: test points of a 2-D toy.")
+flags.DEFINE_bool("epoch_program", False,
+                  "EBM (cd/pcd on an RBM with Gibbs): run each epoch as one XLA program "
+                  "(ContrastiveDivergence.epoch_dataset + jit_compile), several times faster "
+                  "for small RBMs; the guard then checks once per epoch.")
+flags.DEFINE_enum("on_divergence", "stop", ["stop", "rollback"],
+                  "EBM: on a non-finite loss, energy or weight, stop (keeping the last good "
+                  "checkpoint) or roll back to the last good checkpoint with a lower learning rate.")
+flags.DEFINE_integer("max_rollbacks", 3, "EBM: most rollbacks before --on_divergence=rollback stops.")
+flags.DEFINE_float("rollback_lr_factor", 0.5,
+                   "EBM: each rollback multiplies the learning rate (schedule) by this factor.")
 
 TOY_BOUNDS = (-4.0, 4.0)
 
@@ -111,12 +121,12 @@ def load_data(dataset, flag_values):
     raise ValueError(f"--dataset={dataset!r} is not an EBM data set; use binary_digits, digits or toy:<name>")
 
 
-def build_optimizer(flag_values, total_steps):
+def build_optimizer(flag_values, total_steps, lr_scale=1.0):
     import keras
 
+    learning_rate = flag_values.learning_rate * lr_scale
     schedule = keras.optimizers.schedules.PolynomialDecay(
-        flag_values.learning_rate, max(1, total_steps),
-        flag_values.learning_rate * flag_values.final_learning_rate_fraction)
+        learning_rate, max(1, total_steps), learning_rate * flag_values.final_learning_rate_fraction)
     clip = {"global_clipnorm": flag_values.grad_clip} if flag_values.grad_clip else {}
     if flag_values.optimizer == "sgd":
         return keras.optimizers.SGD(schedule, momentum=0.9, **clip)
@@ -354,32 +364,125 @@ def evaluate(model, kind, x_train, x_test, flag_values, workdir):
     return metrics
 
 
-def run(flag_values, workdir, export_dir):
-    """Trains `flag_values.method` on `flag_values.dataset`; returns the metrics dict.
+ROLLBACKS_FILE = "rollbacks.json"
 
-    Raises ValueError naming the flag for a bad method/dataset combination.
-    """
-    import keras
-    import numpy as np
+
+def read_rollbacks(checkpoint_dir):
+    """How many times this run rolled back (kept beside the checkpoint, so a resume keeps its rate)."""
+    try:
+        with open(os.path.join(checkpoint_dir, ROLLBACKS_FILE)) as f:
+            return int(json.load(f)["rollbacks"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
+def write_rollbacks(checkpoint_dir, rollbacks, message):
+    os.makedirs(checkpoint_dir, exist_ok=True)
+    staging = os.path.join(checkpoint_dir, ROLLBACKS_FILE + ".tmp")
+    with open(staging, "w") as f:
+        json.dump({"rollbacks": rollbacks, "last_divergence": message}, f, indent=2)
+    os.replace(staging, os.path.join(checkpoint_dir, ROLLBACKS_FILE))
+
+
+def training_data(model, x_train, batch_size, steps_per_epoch, flag_values, initial_epoch):
+    """(dataset, steps per fit epoch): batches whose order depends only on (seed, epoch)."""
     import tensorflow as tf
 
-    from keras_ebm.callbacks import NonFiniteError, NonFiniteGuard
+    from keras_ebm.data import epoch_ordered_indices
+
+    if flag_values.epoch_program:
+        data = model.epoch_dataset(x_train, batch_size, seed=flag_values.seed,
+                                   initial_epoch=initial_epoch, epochs=flag_values.epochs,
+                                   steps_per_epoch=steps_per_epoch)
+        return data, 1
+    x = tf.constant(x_train)
+    indices = epoch_ordered_indices(len(x_train), batch_size, seed=flag_values.seed,
+                                    initial_epoch=initial_epoch, epochs=flag_values.epochs,
+                                    steps_per_epoch=steps_per_epoch)
+    return indices.map(lambda i: tf.gather(x, i)).prefetch(2), steps_per_epoch
+
+
+def fit_with_rollback(model, x_train, batch_size, steps_per_epoch, flag_values, workdir, callbacks):
+    """Fits; on divergence stops or, with --on_divergence=rollback, restarts from the last good
+    checkpoint with the learning rate times --rollback_lr_factor, at most --max_rollbacks times.
+
+    Returns (history, rollbacks). Raises NonFiniteError when it stops.
+    """
+    from keras_ebm.callbacks import NonFiniteError
+    from keras_ebm.callbacks import NonFiniteGuard
+    from keras_ebm.callbacks import ResumableBackup
+    from keras_ebm.callbacks import checkpoint_epoch
+
+    checkpoint_dir = os.path.join(workdir, "checkpoints")
+    backup = ResumableBackup(checkpoint_dir, keep_checkpoints=flag_values.keep_checkpoints)
+    # raise_error: the exception leaves fit before the epoch ends, so the
+    # diverged epoch is never saved over the last good checkpoint.
+    guard = NonFiniteGuard(raise_error=True)
+    initial_weights = [w.copy() for w in model.get_weights()]
+    total_steps = flag_values.epochs * steps_per_epoch
+    rollbacks = read_rollbacks(checkpoint_dir)
+    while True:
+        lr_scale = flag_values.rollback_lr_factor ** rollbacks
+        model.compile(optimizer=build_optimizer(flag_values, total_steps, lr_scale),
+                      jit_compile=bool(flag_values.epoch_program))
+        initial_epoch = min(checkpoint_epoch(checkpoint_dir), flag_values.epochs)
+        data, fit_steps = training_data(model, x_train, batch_size, steps_per_epoch, flag_values,
+                                        initial_epoch)
+        if rollbacks:
+            print(f"Learning rate x{lr_scale:g} after {rollbacks} rollback(s) "
+                  f"(--rollback_lr_factor={flag_values.rollback_lr_factor})", flush=True)
+        try:
+            history = model.fit(data, epochs=flag_values.epochs, steps_per_epoch=fit_steps,
+                                callbacks=[backup, guard, *callbacks], verbose=2, shuffle=False)
+            return history, rollbacks
+        except NonFiniteError as error:
+            message = str(error).rstrip(".")
+            if flag_values.on_divergence != "rollback":
+                raise
+            if rollbacks >= flag_values.max_rollbacks:
+                raise NonFiniteError(f"{message}; gave up after {rollbacks} rollback(s) "
+                                     f"(--max_rollbacks={flag_values.max_rollbacks})") from None
+            rollbacks += 1
+            write_rollbacks(checkpoint_dir, rollbacks, message)
+            restart = checkpoint_epoch(checkpoint_dir)
+            if not restart:
+                model.set_weights(initial_weights)  # diverged in the first epoch: start over
+            print(f"{message}. Rollback {rollbacks}/{flag_values.max_rollbacks}: restarting from "
+                  + (f"the checkpoint of epoch {restart}" if restart else "the initial weights")
+                  + f" with the learning rate x{flag_values.rollback_lr_factor ** rollbacks:g}",
+                  flush=True)
+
+
+def run(flag_values, workdir, export_dir, callbacks=()):
+    """Trains `flag_values.method` on `flag_values.dataset`; returns the metrics dict.
+
+    Checkpoints every epoch into <workdir>/checkpoints (a rerun resumes there).
+    Raises ValueError naming the flag for a bad method/dataset combination and
+    NonFiniteError when training diverges (after any rollbacks).
+    """
+    import keras
+    import tensorflow as tf
 
     os.makedirs(workdir, exist_ok=True)
     keras.utils.set_random_seed(flag_values.seed)
     x_train, x_test, kind = load_data(flag_values.dataset, flag_values)
     batch_size = min(flag_values.batch_size, len(x_train))
     model = build_model(flag_values, kind, x_train)
-    steps_per_epoch = flag_values.steps_per_epoch or int(np.ceil(len(x_train) / batch_size))
-    model.compile(optimizer=build_optimizer(flag_values, flag_values.epochs * steps_per_epoch))
+    if flag_values.epoch_program:
+        if flag_values.method not in ("cd", "pcd") or kind != "binary":
+            raise ValueError("--epoch_program needs --method=cd|pcd on --dataset=binary_digits")
+        try:
+            model.check_epoch_program()
+        except ValueError as error:
+            raise ValueError(f"--epoch_program: {error}") from None
+    steps_per_epoch = len(x_train) // batch_size
+    if flag_values.steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, flag_values.steps_per_epoch)
     model(x_train[:2])  # builds every variable before the optimizer
 
-    dataset = tf.data.Dataset.from_tensor_slices(x_train).shuffle(len(x_train), seed=flag_values.seed)
-    dataset = dataset.repeat().batch(batch_size, drop_remainder=True).prefetch(2)
-    guard = NonFiniteGuard()
     start = time.time()
-    history = model.fit(dataset, epochs=flag_values.epochs, steps_per_epoch=steps_per_epoch,
-                        callbacks=[guard], verbose=2, shuffle=False)
+    history, rollbacks = fit_with_rollback(model, x_train, batch_size, steps_per_epoch,
+                                           flag_values, workdir, callbacks)
     train_seconds = time.time() - start
 
     metrics = {"method": flag_values.method, "dataset": flag_values.dataset,
@@ -387,13 +490,13 @@ def run(flag_values, workdir, export_dir):
                "train_seconds": train_seconds,
                "seconds_per_epoch": train_seconds / max(1, len(history.history.get("loss", [1])))}
     metrics.update({f"final_{k}": float(v[-1]) for k, v in history.history.items() if v})
-    if guard.message:
-        # The guard restored the last good weights; nothing is saved or exported.
-        raise NonFiniteError(guard.message)
+    metrics["rollbacks"] = rollbacks
     metrics.update(evaluate(model, kind, x_train, x_test, flag_values, workdir))
 
     model_path = os.path.join(workdir, "model.keras")
-    model.save(model_path)
+    staging = os.path.join(workdir, ".model.tmp.keras")
+    model.save(staging)
+    os.replace(staging, model_path)  # a kill never leaves a half-written model.keras
     metrics["model"] = model_path
     from keras_ebm.export import export_saved_model
 

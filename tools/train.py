@@ -63,6 +63,9 @@ flags.DEFINE_float("warmup_epochs", 5, "Linear warm-up epochs before the cosine 
 flags.DEFINE_string("workdir", "runs/default", "Folder for logs, checkpoints, model and metrics.")
 flags.DEFINE_string("export_dir", None, "TF Serving model base path (default saved_models/<method>).")
 flags.DEFINE_integer("seed", 0, "Random seed.")
+flags.DEFINE_integer("keep_checkpoints", 3,
+                     "Per-epoch snapshots kept in <workdir>/checkpoints (older ones are deleted; "
+                     "0 keeps only the resumable backup).")
 # Method hyper-parameters.
 flags.DEFINE_float("temperature", None,
                    "Softmax temperature (default: SimCLR 0.5, MoCo 0.2, PIRL 0.07).")
@@ -178,6 +181,16 @@ def validate_flags():
                  "toy_test_samples"):
         if getattr(FLAGS, name) < 1:
             raise UsageError(f"--{name}={getattr(FLAGS, name)} must be >= 1")
+    if FLAGS.keep_checkpoints < 0:
+        raise UsageError(f"--keep_checkpoints={FLAGS.keep_checkpoints} must be >= 0")
+    if FLAGS.max_rollbacks < 0:
+        raise UsageError(f"--max_rollbacks={FLAGS.max_rollbacks} must be >= 0")
+    _finite("rollback_lr_factor", FLAGS.rollback_lr_factor, 0, 1, low_open=True, high_open=True)
+    if FLAGS.on_divergence == "rollback" and FLAGS.method not in EBM_METHODS:
+        raise UsageError(f"--on_divergence=rollback is for the EBM methods ({', '.join(EBM_METHODS)}); "
+                         f"--method={FLAGS.method} stops at the first non-finite loss")
+    if FLAGS.epoch_program and FLAGS.method not in ("cd", "pcd"):
+        raise UsageError(f"--epoch_program is for --method=cd|pcd with an RBM, not --method={FLAGS.method}")
     if FLAGS.method == "moco" and FLAGS.batch_size < FLAGS.bn_splits:
         raise UsageError(f"--batch_size={FLAGS.batch_size} must be >= --bn_splits={FLAGS.bn_splits}")
 
@@ -327,41 +340,28 @@ def format_table(rows):
     return "\n".join(lines)
 
 
-def checkpoint_epoch(checkpoint_dir):
-    """The epoch a rerun resumes from: the last one the checkpoint in `checkpoint_dir` saved."""
-    try:
-        with open(os.path.join(checkpoint_dir, "training_metadata.json")) as f:
-            return int(json.load(f)["epoch"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return 0
-
-
 def epoch_ordered_batches(dataset, steps_per_epoch, initial_epoch):
     """Training batches whose order depends only on (seed, epoch).
 
-    Epoch e is shuffled with the seed (--seed, e), so a run resumed at epoch k
-    sees exactly the batches an uninterrupted run sees from epoch k on. PIRL's
-    memory bank also gets the index of each image: (images, indices).
+    Epoch e is shuffled with the seed (--seed, e) (keras_ebm.data.epoch_ordered_indices),
+    so a run resumed at epoch k sees exactly the batches an uninterrupted run sees from
+    epoch k on. PIRL's memory bank also gets the index of each image: (images, indices).
     """
     import tensorflow as tf
 
-    num_images = len(dataset.x_train)
-    batch_shape = (FLAGS.batch_size, *dataset.image_shape)
+    from keras_ebm.data import epoch_ordered_indices
 
-    def one_epoch(epoch):
-        order = tf.random.experimental.stateless_shuffle(
-            tf.range(num_images, dtype=tf.int64), seed=tf.stack([tf.cast(FLAGS.seed, tf.int64), epoch]))
-        return (tf.data.Dataset.from_tensor_slices(order)
-                .batch(FLAGS.batch_size, drop_remainder=True).take(steps_per_epoch))
+    batch_shape = (FLAGS.batch_size, *dataset.image_shape)
 
     def gather(indices):
         images = tf.numpy_function(lambda i: dataset.x_train[i], [indices], tf.float32)
         images = tf.ensure_shape(images, batch_shape)
         return (images, indices) if FLAGS.method == "pirl" else images
 
-    epochs = tf.data.Dataset.range(min(initial_epoch, FLAGS.epochs), FLAGS.epochs)
-    return (epochs.flat_map(one_epoch).map(gather, num_parallel_calls=tf.data.AUTOTUNE)
-            .prefetch(tf.data.AUTOTUNE))
+    indices = epoch_ordered_indices(len(dataset.x_train), FLAGS.batch_size, seed=FLAGS.seed,
+                                    initial_epoch=initial_epoch, epochs=FLAGS.epochs,
+                                    steps_per_epoch=steps_per_epoch)
+    return indices.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
 def train_ssl(dataset, workdir, export_dir):
@@ -369,7 +369,9 @@ def train_ssl(dataset, workdir, export_dir):
     import numpy as np
 
     from keras_ebm import distribute
-    from keras_ebm.callbacks import NonFiniteGuard, ResumableBackup
+    from keras_ebm.callbacks import NonFiniteGuard
+    from keras_ebm.callbacks import ResumableBackup
+    from keras_ebm.callbacks import checkpoint_epoch
     from keras_ebm.export import export_encoder
 
     try:
@@ -401,7 +403,7 @@ def train_ssl(dataset, workdir, export_dir):
     guard = NonFiniteGuard()
     callbacks = [
         keras.callbacks.TensorBoard(os.path.join(workdir, "tb"), update_freq="epoch"),
-        ResumableBackup(checkpoint_dir),
+        ResumableBackup(checkpoint_dir, keep_checkpoints=FLAGS.keep_checkpoints),
         guard,
         *EXTRA_CALLBACKS,
     ]
@@ -457,7 +459,7 @@ def train_ebm(workdir, export_dir):
     from keras_ebm.callbacks import NonFiniteError
 
     try:
-        metrics = ebm_recipes.run(FLAGS, workdir, export_dir)
+        metrics = ebm_recipes.run(FLAGS, workdir, export_dir, callbacks=EXTRA_CALLBACKS)
     except NonFiniteError as error:
         raise TrainingError(f"{str(error).rstrip('.')}; nothing was saved or exported") from None
     except ValueError as error:

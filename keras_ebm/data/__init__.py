@@ -5,6 +5,7 @@ from keras_ebm.data.augment import RandomResizedCrop
 from keras_ebm.data.augment import make_augmenter
 from keras_ebm.data.datasets import DataError
 from keras_ebm.data.datasets import ImageDataset
+from keras_ebm.data.datasets import epoch_ordered_indices
 from keras_ebm.data.datasets import load
 from keras_ebm.data.binary_digits import load_binary_digits
 from keras_ebm.data.toy_2d import toy_2d

@@ -96,8 +96,6 @@ class RandomResizedCrop(keras.layers.Layer):
         self.seed_generator = keras.random.SeedGenerator(seed)
         # The generator's state is saved with the weights, so a resumed run
         # draws the same augmentations as an uninterrupted one.
-        # NOTE: Keras's own random layers (colour jitter, flip, grayscale, blur)
-        # keep theirs outside the weights.
         self._track_variable(self.seed_generator.state)
         self.supports_masking = False
 
@@ -185,6 +183,12 @@ class RandomApply(keras.layers.Layer):
     input otherwise. The wrapped layer must preserve the input shape. In
     inference mode the inputs are returned unchanged.
 
+    The random-generator states, its own and the wrapped layer's, are
+    weights: checkpoints and `.keras` files carry them, so a resumed run
+    draws the augmentations an uninterrupted one draws. (Keras's random
+    layers keep theirs outside their weights; `make_augmenter` wraps each of
+    them, with `rate=1.0` where the layer draws its own per-sample coin.)
+
     Args:
         layer: A `keras.layers.Layer` whose output has the input's shape.
         rate: Float in `[0, 1]`, the probability of applying `layer` to a
@@ -215,9 +219,10 @@ class RandomApply(keras.layers.Layer):
         self.seed_generator = keras.random.SeedGenerator(seed)
         # The generator's state is saved with the weights, so a resumed run
         # draws the same augmentations as an uninterrupted one.
-        # NOTE: Keras's own random layers (colour jitter, flip, grayscale, blur)
-        # keep theirs outside the weights.
         self._track_variable(self.seed_generator.state)
+        # ... and so is the wrapped layer's (Keras's random layers keep theirs
+        # outside their weights).
+        _track_seed_generators(self, layer)
 
     def build(self, input_shape):
         if not self.layer.built:
@@ -286,6 +291,16 @@ class ClipValues(keras.layers.Layer):
         config = super().get_config()
         config.update({"minval": self.minval, "maxval": self.maxval})
         return config
+
+
+def _track_seed_generators(owner, layer):
+    """Registers the state of every SeedGenerator of `layer` (and sublayers) as a weight of `owner`."""
+    seen = {id(v) for v in owner._non_trainable_variables}  # its own, not its sublayers'
+    for sublayer in [layer, *layer._flatten_layers(include_self=False)]:
+        for value in list(vars(sublayer).values()):
+            if isinstance(value, keras.random.SeedGenerator) and id(value.state) not in seen:
+                seen.add(id(value.state))
+                owner._track_variable(value.state)
 
 
 def _seed(seed, offset):
@@ -359,7 +374,8 @@ def make_augmenter(
     )
     if flip:
         layers.append(
-            keras.layers.RandomFlip("horizontal", seed=_seed(seed, 1), name="flip")
+            RandomApply(keras.layers.RandomFlip("horizontal", seed=_seed(seed, 1)), 1.0,
+                        name="flip")
         )
     if jitter_probability > 0 and strength > 0:
         # NOTE: Keras's RandomColorJitter applies the four changes in a fixed
@@ -395,9 +411,8 @@ def make_augmenter(
     if grayscale_probability > 0 and channels >= 3:
         # RandomGrayscale draws its own per-sample coin with probability factor.
         layers.append(
-            keras.layers.RandomGrayscale(
-                factor=grayscale_probability, seed=_seed(seed, 4), name="grayscale"
-            )
+            RandomApply(keras.layers.RandomGrayscale(
+                factor=grayscale_probability, seed=_seed(seed, 4)), 1.0, name="grayscale")
         )
     if blur_probability > 0:
         kernel_size = max(3, int(0.1 * min(height, width)))
@@ -405,14 +420,13 @@ def make_augmenter(
         # NOTE: Keras draws one sigma per batch (SimCLR one per image); the
         # per-sample coin with probability blur_probability is the layer's own.
         layers.append(
-            keras.layers.RandomGaussianBlur(
+            RandomApply(keras.layers.RandomGaussianBlur(
                 factor=(blur_probability, blur_probability),
                 kernel_size=kernel_size,
                 sigma=(0.1, 2.0),
                 value_range=(0, 1),
                 seed=_seed(seed, 5),
-                name="blur",
-            )
+            ), 1.0, name="blur")
         )
     layers.append(ClipValues(0.0, 1.0, name="clip"))
     return keras.Sequential(layers, name=name)

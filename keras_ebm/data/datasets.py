@@ -497,3 +497,46 @@ def load(spec, data_dir=None, image_size=None, max_train_examples=None):
         data.x_train = _resize(data.x_train, size)
         data.x_test = _resize(data.x_test, size)
     return data
+
+
+def epoch_ordered_indices(num_examples, batch_size, seed=0, initial_epoch=0, epochs=None,
+                          steps_per_epoch=None):
+    """Batches of example indices whose order depends only on (seed, epoch).
+
+    Epoch e is a stateless shuffle of `range(num_examples)` with the seed
+    (seed, e), cut into `steps_per_epoch` full batches. A run resumed at epoch
+    k therefore sees exactly the batches an uninterrupted run sees from epoch
+    k on, whatever happened before: the order is not a random state that a
+    checkpoint would have to carry.
+
+    Args:
+        num_examples: int, size of the training set.
+        batch_size: int, indices per batch.
+        seed: int, the shuffle seed. Defaults to 0.
+        initial_epoch: int, first epoch produced. Defaults to 0.
+        epochs: int or None, end epoch (exclusive); None repeats forever.
+        steps_per_epoch: int or None, batches per epoch; None (and at most)
+            `num_examples // batch_size`.
+
+    Returns:
+        A `tf.data.Dataset` of int64 index vectors of shape [batch_size].
+
+    Example:
+
+    >>> indices = epoch_ordered_indices(len(x), 256, seed=0, initial_epoch=5, epochs=100)
+    >>> batches = indices.map(lambda i: tf.gather(x, i))
+    """
+    full_batches = num_examples // batch_size
+    if batch_size < 1 or full_batches < 1:
+        raise ValueError(f"batch size {batch_size} must be between 1 and the number of "
+                         f"examples ({num_examples})")
+    steps = full_batches if steps_per_epoch is None else min(int(steps_per_epoch), full_batches)
+
+    def one_epoch(epoch):
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(num_examples, dtype=tf.int64), seed=tf.stack([tf.cast(seed, tf.int64), epoch]))
+        return (tf.data.Dataset.from_tensor_slices(order)
+                .batch(batch_size, drop_remainder=True).take(steps))
+
+    stop = 2**62 if epochs is None else int(epochs)
+    return tf.data.Dataset.range(min(int(initial_epoch), stop), stop).flat_map(one_epoch)

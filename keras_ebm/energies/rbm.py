@@ -6,9 +6,14 @@ import keras
 import tensorflow as tf
 
 
-def _bernoulli(probabilities):
-    """Draws {0, 1} samples with the given probabilities (same dtype)."""
-    uniform = tf.random.uniform(tf.shape(probabilities), dtype=probabilities.dtype)
+def _bernoulli(probabilities, uniform=None):
+    """Draws {0, 1} samples with the given probabilities (same dtype).
+
+    `uniform`, if given, holds pre-drawn U(0, 1) numbers of the same shape.
+    """
+    if uniform is None:
+        uniform = tf.random.uniform(tf.shape(probabilities), dtype=probabilities.dtype)
+    uniform = tf.cast(uniform, probabilities.dtype)
     return tf.cast(uniform < probabilities, probabilities.dtype)
 
 
@@ -127,13 +132,13 @@ class RBM(keras.layers.Layer):
         hidden = tf.cast(hidden, self.compute_dtype)
         return tf.sigmoid(tf.matmul(hidden, self.kernel, transpose_b=True) + self.visible_bias)
 
-    def sample_hidden(self, visible):
-        """Draws h ~ p(h | v)."""
-        return _bernoulli(self.hidden_probabilities(visible))
+    def sample_hidden(self, visible, uniform=None):
+        """Draws h ~ p(h | v); `uniform`: optional pre-drawn U(0, 1) noise [batch, num_hidden]."""
+        return _bernoulli(self.hidden_probabilities(visible), uniform)
 
-    def sample_visible(self, hidden):
-        """Draws v ~ p(v | h)."""
-        return _bernoulli(self.visible_probabilities(hidden))
+    def sample_visible(self, hidden, uniform=None):
+        """Draws v ~ p(v | h); `uniform`: optional pre-drawn U(0, 1) noise [batch, num_visible]."""
+        return _bernoulli(self.visible_probabilities(hidden), uniform)
 
     def log_partition(self):
         """Exact log Z, differentiable, by summing out the smaller layer.

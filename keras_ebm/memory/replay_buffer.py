@@ -72,21 +72,29 @@ class ReplayBuffer(keras.layers.Layer):
         return tf.cast(tf.random.uniform(shape) < 0.5, tf.float32)
 
     def sample(self, num_samples=None):
-        """Draws `num_samples` distinct chains (all when None); returns (x, indices)."""
+        """Draws `num_samples` distinct chains (all when None); returns (x, indices).
+
+        When every chain is drawn, `indices` is None (read as "all chains" by
+        `update`), which spares a gather and a scatter per update.
+        """
         if num_samples is None or num_samples == self.size:
-            indices = tf.range(self.size)
+            indices = None
+            x = tf.convert_to_tensor(self.chains)
         else:
             indices = tf.random.shuffle(tf.range(self.size))[:num_samples]
-        x = tf.gather(tf.convert_to_tensor(self.chains), indices)
+            x = tf.gather(tf.convert_to_tensor(self.chains), indices)
         if self.reinit_fraction > 0.0:
-            count = tf.shape(indices)[0]
+            count = tf.shape(x)[0]
             restart = tf.random.uniform([count]) < self.reinit_fraction
             restart = tf.reshape(restart, [-1] + [1] * len(self.shape))
             x = tf.where(restart, self.draw_noise(count), x)
         return x, indices
 
     def update(self, indices, x):
-        """Writes the advanced chains back: chains[indices] = x."""
+        """Writes the advanced chains back: chains[indices] = x (all chains when None)."""
+        if indices is None:
+            self.chains.assign(tf.cast(x, self.chains.dtype))
+            return
         updated = tf.tensor_scatter_nd_update(
             tf.convert_to_tensor(self.chains), indices[:, None], tf.cast(x, self.chains.dtype)
         )

@@ -79,6 +79,13 @@ class Sampler(abc.ABC):
 
     def sample_with_info(self, energy, x_init, num_steps=None):
         """Runs the chains; returns (samples, mean acceptance rate)."""
+        steps = self.num_steps if num_steps is None else num_steps
+        if isinstance(steps, int) and steps == 1:
+            # One transition needs no loop (CD-1, PCD-1): spares the while op.
+            x_init = tf.convert_to_tensor(x_init)
+            x, acceptance = self.step(energy, x_init, tf.constant(0))
+            x = tf.ensure_shape(tf.cast(x, x_init.dtype), x_init.shape)
+            return tf.stop_gradient(x), tf.reduce_mean(tf.cast(acceptance, x_init.dtype))
         num_steps = tf.constant(self.num_steps if num_steps is None else num_steps, tf.int32)
         if tf.executing_eagerly():
             if self._compiled_loop is None:

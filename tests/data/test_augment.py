@@ -147,3 +147,24 @@ def test_augmenter_keras_file_round_trip(tmp_path):
     ]
     assert isinstance(augmenter.get_layer("random_color_jitter"), RandomApply)
     assert augmenter(images, training=True).shape == (2, 8, 8, 3)
+
+
+def test_augmenter_random_state_is_saved_with_the_weights(tmp_path):
+    # Every random layer (crop, flip, colour jitter, grayscale, blur) carries its generator
+    # state in its weights: restored into a fresh augmenter, it draws what the original draws.
+    x = np.random.default_rng(0).random((8, 16, 16, 3)).astype("float32")
+    original = make_augmenter((16, 16, 3), seed=0)
+    original(x, training=True)
+    original(x, training=True)
+    path = str(tmp_path / "augmenter.weights.h5")
+    original.save_weights(path)
+    expected = np.asarray(original(x, training=True))  # the third draw
+    restored = make_augmenter((16, 16, 3), seed=0)
+    second_draw = np.asarray(restored(x, training=True))
+    assert not np.allclose(second_draw, expected)
+    restored.load_weights(path)
+    np.testing.assert_allclose(np.asarray(restored(x, training=True)), expected, atol=1e-6)
+    stateful = {layer.name for layer in original.layers if layer.non_trainable_weights}
+    assert {"crop", "flip", "random_color_jitter", "grayscale", "blur"} <= stateful
+    # The wrapped Keras layers' states are among the weights (not only the wrappers' own).
+    assert len(original.get_layer("random_color_jitter").non_trainable_weights) > 1

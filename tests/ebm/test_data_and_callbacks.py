@@ -1,3 +1,5 @@
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -104,3 +106,43 @@ def test_corruptions():
     assert abs(float(tf.reduce_mean(corrupt(x, "masking", 0.5))) - 0.5) < 0.02
     with pytest.raises(ValueError):
         corrupt(x, "salt", 0.1)
+
+
+def test_resumable_backup_keeps_the_newest_snapshots_and_resumes(tmp_path, capsys):
+    from keras_ebm.callbacks import ResumableBackup
+    from keras_ebm.callbacks import checkpoint_epoch
+
+    x = np.random.default_rng(0).random((16, 3)).astype("float32")
+    y = x.sum(axis=1, keepdims=True)
+
+    def model():
+        m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+        m.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")
+        return m
+
+    backup_dir = str(tmp_path / "checkpoints")
+    backup = ResumableBackup(backup_dir, keep_checkpoints=2)
+    first = model()
+    first.fit(x, y, epochs=6, batch_size=8, verbose=0, callbacks=[backup])
+    names = sorted(os.listdir(backup_dir))
+    assert [os.path.basename(p) for p in backup.snapshots()] == [
+        "epoch-00005.weights.h5", "epoch-00006.weights.h5"]
+    assert sum(".weights.h5" in n for n in names) == 4  # latest, its backup, 2 snapshots
+    assert not any(n.endswith(".tmp") for n in names)
+    assert checkpoint_epoch(backup_dir) == 6 and checkpoint_epoch(str(tmp_path / "none")) == 0
+    # The newest snapshot holds the final state.
+    second = model()
+    second.load_weights(backup.snapshots()[-1])
+    for a, b in zip(first.weights, second.weights):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # A rerun with more epochs resumes after epoch 6 and keeps pruning.
+    capsys.readouterr()
+    third = model()
+    history = third.fit(x, y, epochs=8, batch_size=8, verbose=0,
+                        callbacks=[ResumableBackup(backup_dir, keep_checkpoints=2)])
+    assert len(history.history["loss"]) == 2
+    assert "Resuming from epoch 6" in capsys.readouterr().out
+    assert [os.path.basename(p) for p in backup.snapshots()] == [
+        "epoch-00007.weights.h5", "epoch-00008.weights.h5"]
+    with pytest.raises(ValueError, match="keep_checkpoints"):
+        ResumableBackup(backup_dir, keep_checkpoints=-1)

@@ -18,7 +18,8 @@ def flag_values(**overrides):
               if flags.FLAGS.find_module_defining_flag(name) == ebm_recipes.__name__
               or flags.FLAGS.find_module_defining_flag(name).endswith("ebm_recipes")}
     values.update(method="pcd", dataset="binary_digits", epochs=1, batch_size=20, learning_rate=0.01,
-                  optimizer="adamw", seed=0, steps_per_epoch=3, weight_decay=0.0)
+                  optimizer="adamw", seed=0, steps_per_epoch=3, weight_decay=0.0,
+                  keep_checkpoints=3)
     values.update(overrides)
     return types.SimpleNamespace(**values)
 

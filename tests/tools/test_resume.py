@@ -123,9 +123,8 @@ def _run_in_process(module, args):
 def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(train_module, tmp_path,
                                                                         capsys):
     tf.config.experimental.enable_op_determinism()
-    # NOTE: no colour jitter: Keras's RandomColorJitter keeps its random state outside the
-    # saved weights, so with it a resumed run draws other jitters (a documented limit).
-    common = ["--epochs=4", "--seed=1", "--bn_splits=1", "--augment_strength=0"]
+    # With colour jitter: its generator state is saved (keras_ebm.data.track_random_state).
+    common = ["--epochs=4", "--seed=1", "--bn_splits=1", "--augment_strength=0.5"]
     _run_in_process(train_module, [*common, f"--workdir={tmp_path / 'a'}",
                                    f"--export_dir={tmp_path / 'ea'}"])
     train_module.EXTRA_CALLBACKS.append(CrashAfterEpoch(2))
@@ -145,3 +144,86 @@ def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(train_mo
         # Same data order (seeded by epoch), augmentation RNG state and optimizer state.
         np.testing.assert_allclose(np.asarray(wb), np.asarray(wa), rtol=1e-5, atol=1e-6,
                                    err_msg=wa.path)
+
+
+EBM_ARGS = ["--flagfile=configs/pcd_rbm.flags", "--epochs=4", "--steps_per_epoch=5",
+            "--num_chains=20"]
+
+
+def _run_ebm_in_process(module, args):
+    module.FLAGS.unparse_flags()
+    module.FLAGS(["train.py", *EBM_ARGS, *args])
+    module.main([])
+
+
+def test_resumed_pcd_epoch_program_equals_an_uninterrupted_run(train_module, tmp_path, capsys):
+    # The Gibbs noise of epoch e is a function of (--seed, e): a resumed run redraws it exactly.
+    common = ["--epoch_program"]
+    _run_ebm_in_process(train_module, [*common, f"--workdir={tmp_path / 'a'}",
+                                       f"--export_dir={tmp_path / 'ea'}"])
+    train_module.EXTRA_CALLBACKS.append(CrashAfterEpoch(2))
+    with pytest.raises(Crash):
+        _run_ebm_in_process(train_module, [*common, f"--workdir={tmp_path / 'b'}",
+                                           f"--export_dir={tmp_path / 'eb'}"])
+    assert not (tmp_path / "eb").exists() and not (tmp_path / "b" / "model.keras").exists()
+    train_module.EXTRA_CALLBACKS.clear()
+    capsys.readouterr()
+    _run_ebm_in_process(train_module, [*common, f"--workdir={tmp_path / 'b'}",
+                                       f"--export_dir={tmp_path / 'eb'}"])
+    assert "Resuming from epoch 2" in capsys.readouterr().out
+    a = keras.models.load_model(tmp_path / "a" / "model.keras")
+    b = keras.models.load_model(tmp_path / "b" / "model.keras")
+    paths = [w.path for w in a.weights]
+    assert any("chains" in p for p in paths), paths  # the persistent chains are compared too
+    for wa, wb in zip(a.weights, b.weights):
+        np.testing.assert_allclose(np.asarray(wb), np.asarray(wa), rtol=1e-6, atol=1e-6,
+                                   err_msg=wa.path)
+    assert int(b.optimizer.iterations) == int(a.optimizer.iterations) == 4 * 5
+
+
+class PoisonOnce(keras.callbacks.Callback):
+    """Writes NaN into the first weight at the start of `epoch`, once per process."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch, self.done, self.current = epoch, False, None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.current = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.current == self.epoch and batch == 1 and not self.done:
+            self.done = True
+            weight = self.model.trainable_weights[0]
+            weight.assign(np.full(weight.shape, np.nan, weight.dtype))
+
+
+def test_ebm_rollback_restarts_from_the_last_good_checkpoint(train_module, tmp_path, capsys):
+    workdir = tmp_path / "w"
+    train_module.EXTRA_CALLBACKS.append(PoisonOnce(2))
+    _run_ebm_in_process(train_module, ["--on_divergence=rollback", "--max_rollbacks=2",
+                                       "--rollback_lr_factor=0.5", f"--workdir={workdir}",
+                                       f"--export_dir={tmp_path / 'e'}"])
+    out = capsys.readouterr().out
+    assert "Non-finite" in out and "Rollback 1/2" in out
+    assert "Resuming from epoch 2" in out  # the checkpoint of the last good epoch
+    assert "Learning rate x0.5 after 1 rollback(s)" in out
+    with open(workdir / "metrics.json") as f:
+        metrics = json.load(f)
+    assert metrics["rollbacks"] == 1 and np.isfinite(metrics["test_log_likelihood"])
+    with open(workdir / "checkpoints" / "rollbacks.json") as f:
+        assert json.load(f)["rollbacks"] == 1
+    assert (tmp_path / "e" / "1").is_dir()
+
+
+def test_ebm_divergence_gives_up_after_max_rollbacks(tmp_path):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run(
+        [sys.executable, TRAIN, *EBM_ARGS, "--learning_rate=1e38", "--on_divergence=rollback",
+         "--max_rollbacks=1", f"--workdir={tmp_path / 'w'}", f"--export_dir={tmp_path / 'e'}"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "Rollback 1/1" in result.stdout and "Traceback" not in result.stderr
+    last = [line for line in result.stderr.splitlines() if line.strip()][-1]
+    assert last.startswith("train.py: Non-finite") and "gave up after 1 rollback(s)" in last
+    assert not (tmp_path / "e").exists() and not (tmp_path / "w" / "model.keras").exists()

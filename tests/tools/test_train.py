@@ -144,6 +144,11 @@ def _error_lines(stderr):
     (["--method=contrastive_embedding", "--energy=manhattan"], "--energy"),
     (["--method=contrastive_embedding", "--margin=0"], "--margin"),
     (["--method=pirl", "--loss_weight=2"], "--loss_weight"),
+    (["--on_divergence=rollback"], "--on_divergence=rollback is for the EBM methods"),
+    (["--keep_checkpoints=-1"], "--keep_checkpoints"),
+    (["--method=pcd", "--rollback_lr_factor=1.5"], "--rollback_lr_factor"),
+    (["--method=nce", "--epoch_program"], "--epoch_program"),
+    (["--method=pcd", "--dataset=toy:rings", "--epoch_program"], "--epoch_program"),
 ])
 def test_bad_input_is_one_line_exit_2_nothing_exported(tmp_path, args, expected):
     export_dir = tmp_path / "export"
