@@ -1,8 +1,10 @@
 """A memory bank: one slowly moving, L2-normalised embedding per training image (PIRL)."""
 
 import keras
+import tensorflow as tf
 from keras import ops
 
+from keras_ebm import distribute
 from keras_ebm.layers.cosine_energy import normalize
 
 
@@ -25,7 +27,16 @@ class MemoryBank(keras.layers.Layer):
 
     - `entries` [num_entries, dim]: the slots;
     - `num_updates` (int64): update calls so far;
-    - the state of the seed generator that draws the negatives.
+    - `num_draws` (int64): negative draws so far; draw t uses the stateless
+      seed (seed, t), so a restored bank draws what the original would.
+
+    Under tf.distribute the bank acts on the global batch: `update` gathers
+    the indices and embeddings of every replica and writes all of them into
+    every device copy (`keras_ebm.distribute.update_state`), and `sample`
+    draws the same negatives on every replica (the draw depends only on
+    mirrored state). So 2 replicas train like one device on the same global
+    batch (tests/distribute). The variables carry
+    `aggregation="only_first_replica"`.
 
     Args:
         num_entries: int >= 1, the number of slots: the number of training
@@ -33,7 +44,7 @@ class MemoryBank(keras.layers.Layer):
         dim: int >= 1, default 128. The embedding dimension.
         momentum: float in [0, 1), default 0.5 (PIRL). The weight of the old
             slot value in an update; 0 overwrites the slot.
-        seed: None or int, default None. Seed of the negative draws.
+        seed: None or int, default None (taken as 0). Seed of the negative draws.
         **kwargs: base layer keyword arguments.
 
     Example:
@@ -63,10 +74,13 @@ class MemoryBank(keras.layers.Layer):
         self.seed = seed
         self.entries = self.add_weight(shape=(self.num_entries, self.dim),
                                        initializer=_random_unit_rows, trainable=False,
-                                       name="entries")
+                                       name="entries", aggregation="only_first_replica")
         self.num_updates = self.add_weight(shape=(), initializer="zeros", dtype="int64",
-                                           trainable=False, name="num_updates")
-        self.seed_generator = keras.random.SeedGenerator(seed, name="negatives_seed")
+                                           trainable=False, name="num_updates",
+                                           aggregation="only_first_replica")
+        self.num_draws = self.add_weight(shape=(), initializer="zeros", dtype="int64",
+                                         trainable=False, name="num_draws",
+                                         aggregation="only_first_replica")
         self.built = True
 
     def call(self, indices):
@@ -87,14 +101,25 @@ class MemoryBank(keras.layers.Layer):
                              f"of {self.num_entries} entries")
         # NOTE: uniform draws with replacement, not excluding the positive, as
         # PIRL's and Wu et al.'s AliasMethod sampler over a uniform distribution.
-        indices = keras.random.randint((int(num_negatives),), 0, self.num_entries,
-                                       dtype="int32", seed=self.seed_generator)
+        seed = tf.stack([tf.constant(0 if self.seed is None else int(self.seed), tf.int64),
+                         tf.convert_to_tensor(self.num_draws)])
+        indices = tf.random.stateless_uniform((int(num_negatives),), seed, 0, self.num_entries,
+                                              dtype=tf.int32)
+        distribute.update_state(lambda: self.num_draws.assign_add(1), anchor=self.num_draws)
         return self.read(indices)
 
     def update(self, indices, embeddings):
-        """m_i <- normalize(momentum m_i + (1 - momentum) normalize(v_i)) for each index i."""
+        """m_i <- normalize(momentum m_i + (1 - momentum) normalize(v_i)) for each index i.
+
+        Under a strategy, the indices and embeddings of every replica are
+        gathered and written into every device copy.
+        """
         indices = ops.cast(indices, "int32")
         embeddings = ops.stop_gradient(normalize(embeddings))
+        indices, embeddings = distribute.cross_replica_concat((indices, embeddings))
+        distribute.update_state(self._write, indices, embeddings, anchor=self.entries)
+
+    def _write(self, indices, embeddings):
         mixed = self.momentum * self.read(indices) + (1.0 - self.momentum) * embeddings
         # NOTE: an index repeated in one batch keeps one of its updates.
         self.entries.assign(ops.scatter_update(self.entries, ops.expand_dims(indices, -1),

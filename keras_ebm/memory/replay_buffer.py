@@ -3,6 +3,8 @@
 import keras
 import tensorflow as tf
 
+from keras_ebm import distribute
+
 
 @keras.saving.register_keras_serializable(package="keras_ebm")
 class ReplayBuffer(keras.layers.Layer):
@@ -18,6 +20,13 @@ class ReplayBuffer(keras.layers.Layer):
 
     Because the chains live in a variable, checkpoints and `.keras` files
     save them, and training resumes from the same chains.
+
+    Under tf.distribute with R replicas the chains are split into R equal
+    shards: replica r samples (and advances) only its shard, and `update`
+    gathers every replica's chains and writes all of them into every device
+    copy (`keras_ebm.distribute.update_state`). So R replicas advance the
+    same `size` chains per step as one device does. `size` (and
+    `num_samples`) must then be divisible by R.
 
     Args:
         size: int, number of chains.
@@ -59,6 +68,7 @@ class ReplayBuffer(keras.layers.Layer):
             shape=(self.size,) + self.shape,
             initializer=lambda shape, dtype=None: self.draw_noise(shape[0]),
             trainable=False,
+            aggregation="only_first_replica",
         )
         self.built = True
 
@@ -71,18 +81,44 @@ class ReplayBuffer(keras.layers.Layer):
             return tf.random.normal(shape)
         return tf.cast(tf.random.uniform(shape) < 0.5, tf.float32)
 
+    def _replica_shard(self):
+        """(offset, count) of this replica's chains under tf.distribute, else None."""
+        replicas = distribute.num_replicas_in_sync()
+        if replicas == 1 or tf.distribute.get_replica_context() is None:
+            return None
+        if self.size % replicas:
+            raise ValueError(f"ReplayBuffer: {self.size} chains cannot be split evenly over "
+                             f"{replicas} replicas; use a multiple of {replicas}")
+        count = self.size // replicas
+        return distribute.replica_id() * count, count
+
     def sample(self, num_samples=None):
         """Draws `num_samples` distinct chains (all when None); returns (x, indices).
 
         When every chain is drawn, `indices` is None (read as "all chains" by
-        `update`), which spares a gather and a scatter per update.
+        `update`), which spares a gather and a scatter per update. Under
+        tf.distribute each replica draws `num_samples / replicas` chains of
+        its own shard (all of its shard when None).
         """
-        if num_samples is None or num_samples == self.size:
+        chains = tf.convert_to_tensor(self.chains)
+        shard = self._replica_shard()
+        if shard is not None:
+            offset, count = shard
+            replicas = self.size // count
+            if num_samples is None or num_samples == self.size:
+                indices = offset + tf.range(count)
+            else:
+                if num_samples % replicas:
+                    raise ValueError(f"ReplayBuffer: num_samples={num_samples} cannot be split "
+                                     f"evenly over {replicas} replicas")
+                indices = offset + tf.random.shuffle(tf.range(count))[: num_samples // replicas]
+            x = tf.gather(chains, indices)
+        elif num_samples is None or num_samples == self.size:
             indices = None
-            x = tf.convert_to_tensor(self.chains)
+            x = chains
         else:
             indices = tf.random.shuffle(tf.range(self.size))[:num_samples]
-            x = tf.gather(tf.convert_to_tensor(self.chains), indices)
+            x = tf.gather(chains, indices)
         if self.reinit_fraction > 0.0:
             count = tf.shape(x)[0]
             restart = tf.random.uniform([count]) < self.reinit_fraction
@@ -91,14 +127,24 @@ class ReplayBuffer(keras.layers.Layer):
         return x, indices
 
     def update(self, indices, x):
-        """Writes the advanced chains back: chains[indices] = x (all chains when None)."""
+        """Writes the advanced chains back: chains[indices] = x (all chains when None).
+
+        Under tf.distribute the chains of every replica are gathered and
+        written into every device copy.
+        """
+        x = tf.cast(x, self.chains.dtype)
+        if self._replica_shard() is not None:
+            indices, x = distribute.cross_replica_concat((indices, x))
+            distribute.update_state(self._write, indices, x, anchor=self.chains)
+        else:
+            self._write(indices, x)
+
+    def _write(self, indices, x):
         if indices is None:
-            self.chains.assign(tf.cast(x, self.chains.dtype))
+            self.chains.assign(x)
             return
-        updated = tf.tensor_scatter_nd_update(
-            tf.convert_to_tensor(self.chains), indices[:, None], tf.cast(x, self.chains.dtype)
-        )
-        self.chains.assign(updated)
+        self.chains.assign(tf.tensor_scatter_nd_update(
+            tf.convert_to_tensor(self.chains), indices[:, None], x))
 
     def call(self, num_samples=None):
         return self.sample(num_samples)[0]

@@ -101,7 +101,8 @@ class ContrastiveDivergence(EnergyMethod):
                 loss += self.energy_l2 * (
                     tf.reduce_mean(tf.square(energy_data)) + tf.reduce_mean(tf.square(energy_samples))
                 )
-        gradients = tape.gradient(loss, self.trainable_variables)
+            scaled_loss = self.scale_loss(loss)  # this replica's share (tf.distribute)
+        gradients = tape.gradient(scaled_loss, self.trainable_variables)
         self.optimizer.apply(gradients, self.trainable_variables)
         return {"loss": loss, "energy_data": energy_data, "energy_samples": energy_samples}
 

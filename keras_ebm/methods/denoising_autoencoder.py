@@ -113,8 +113,9 @@ class DenoisingAutoencoder(EnergyMethod):
             reconstruction = self.autoencoder(x_corrupted, training=True)
             squared_error = tf.reshape(tf.square(reconstruction - x_data), [tf.shape(x_data)[0], -1])
             loss = tf.reduce_mean(tf.reduce_sum(squared_error, axis=-1))
+            scaled_loss = self.scale_loss(loss)  # this replica's share (tf.distribute)
         # 3. Gradients and update.
-        gradients = tape.gradient(loss, self.trainable_variables)
+        gradients = tape.gradient(scaled_loss, self.trainable_variables)
         self.optimizer.apply(gradients, self.trainable_variables)
         return self.update_trackers(
             loss=loss, energy_data=self.energy(x_data), energy_corrupted=self.energy(x_corrupted))

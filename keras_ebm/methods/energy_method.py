@@ -2,6 +2,8 @@
 
 import keras
 
+from keras_ebm import distribute
+
 
 class EnergyMethod(keras.Model):
     """Base of the methods that train an energy E(x) (CD, ML, NCE, ...).
@@ -45,6 +47,17 @@ class EnergyMethod(keras.Model):
 
     def call(self, inputs):
         return self.energy(inputs)
+
+    def scale_loss(self, loss):
+        """The loss to differentiate: this replica's share, then the optimizer's loss scale.
+
+        Keras sums the replicas' gradients, so under tf.distribute each replica
+        differentiates its mean loss divided by the number of replicas (equal
+        per-replica batches): the summed gradient is the global-batch one.
+        Call it inside the `GradientTape`; on one device without float16 it is
+        `loss` itself.
+        """
+        return self.optimizer.scale_loss(distribute.scale_loss_for_replicas(loss))
 
     def update_trackers(self, **values):
         """Updates the tracker of each keyword; returns their results as logs."""

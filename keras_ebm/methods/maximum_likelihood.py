@@ -63,8 +63,9 @@ class MaximumLikelihood(EnergyMethod):
         # 1-2. Forward: the contrasted samples are all states, weighted by p, inside log Z.
         with tf.GradientTape() as tape:
             loss, energy_data, log_partition = self.compute_negative_log_likelihood(x_data, True)
+            scaled_loss = self.scale_loss(loss)  # this replica's share (tf.distribute)
         # 3. Gradients and update.
-        gradients = tape.gradient(loss, self.trainable_variables)
+        gradients = tape.gradient(scaled_loss, self.trainable_variables)
         self.optimizer.apply(gradients, self.trainable_variables)
         return self.update_trackers(loss=loss, energy_data=energy_data, log_partition=log_partition)
 

@@ -181,8 +181,9 @@ class NoiseContrastiveEstimation(EnergyMethod):
             loss = -tf.reduce_mean(tf.math.log_sigmoid(logit_data)) - self.noise_ratio * tf.reduce_mean(
                 tf.math.log_sigmoid(-logit_noise)
             )
+            scaled_loss = self.scale_loss(loss)  # this replica's share (tf.distribute)
         # 3. Gradients and update.
-        gradients = tape.gradient(loss, self.trainable_variables)
+        gradients = tape.gradient(scaled_loss, self.trainable_variables)
         self.optimizer.apply(gradients, self.trainable_variables)
         accuracy = tf.concat([tf.cast(logit_data > 0, tf.float32), tf.cast(logit_noise <= 0, tf.float32)], 0)
         return self.update_trackers(

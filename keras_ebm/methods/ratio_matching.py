@@ -66,8 +66,9 @@ class RatioMatching(EnergyMethod):
         x_data, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         with tf.GradientTape() as tape:
             loss, energy_data, energy_flips = self.compute_ratio_matching_loss(x_data, training=True)
+            scaled_loss = self.scale_loss(loss)  # this replica's share (tf.distribute)
         # 3. Gradients and update.
-        gradients = tape.gradient(loss, self.trainable_variables)
+        gradients = tape.gradient(scaled_loss, self.trainable_variables)
         self.optimizer.apply(gradients, self.trainable_variables)
         return self.update_trackers(loss=loss, energy_data=energy_data, energy_flips=energy_flips)
 

@@ -3,7 +3,7 @@
 Run as a script (`python mirrored_check.py simclr`): the two logical devices
 must be configured before TensorFlow initialises its devices, which a pytest
 process has usually done already, so tests/distribute/test_mirrored.py runs
-this file in a subprocess. Cases: simclr, simclr_sync_bn, moco, grads_simclr.
+this file in a subprocess. Cases: simclr, simclr_sync_bn, moco, pirl, pcd, ratio_matching, grads_simclr.
 The JSON holds the largest absolute differences between the two runs.
 """
 
@@ -24,16 +24,24 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from keras_ebm import distribute  # noqa: E402
+from keras_ebm.layers import Jigsaw  # noqa: E402
+from keras_ebm.layers import PatchHead  # noqa: E402
 from keras_ebm.layers import ProjectionHead  # noqa: E402
-from keras_ebm.methods import MoCo, SimCLR  # noqa: E402
+from keras_ebm.methods import PIRL, MoCo, SimCLR  # noqa: E402
+from keras_ebm.energies import RBM, MLPEnergy  # noqa: E402
+from keras_ebm.memory import ReplayBuffer  # noqa: E402
+from keras_ebm.methods import ContrastiveDivergence, RatioMatching  # noqa: E402
 from keras_ebm.optimizers import LARS  # noqa: E402
+from keras_ebm.samplers import Langevin  # noqa: E402
+
+EBM_CASES = ("pcd", "ratio_matching")
 
 GLOBAL_BATCH = 8
 STEPS = 2
 
 
-def encoder(batch_norm):
-    inputs = keras.Input((6, 6, 1))
+def encoder(batch_norm, size=6):
+    inputs = keras.Input((size, size, 1))
     x = keras.layers.Conv2D(4, 3, padding="same")(inputs)
     if batch_norm:
         x = keras.layers.BatchNormalization(momentum=0.5)(x)
@@ -42,9 +50,36 @@ def encoder(batch_norm):
     return keras.Model(inputs, outputs)
 
 
+class CentreJigsaw(Jigsaw):
+    """The jigsaw without its random crops and permutations (data augmentation, like the
+    views of the SimCLR case), so that the two runs see the same patches."""
+
+    def call(self, images, training=False, return_permutation=False):
+        return super().call(images, training=False, return_permutation=return_permutation)
+
+
 def make(case):
     batch_norm = case == "simclr_sync_bn"
     head = ProjectionHead((8,), 5, batch_norm=False)
+    if case == "pirl":
+        model = PIRL(encoder(False, None), head, PatchHead(patch_dim=4, output_dim=5),
+                     num_negatives=6, temperature=0.2, loss_weight=0.5, bank_momentum=0.5,
+                     bank_size=STEPS * GLOBAL_BATCH, jigsaw=CentreJigsaw(grid_size=3))
+        model.compile(optimizer=keras.optimizers.SGD(0.5, momentum=0.9))
+        return model
+    if case == "pcd":
+        # Langevin without noise (deterministic chains), so both runs draw the same samples;
+        # 8 persistent chains, advanced in 2 shards of 4 under the strategy.
+        model = ContrastiveDivergence(
+            MLPEnergy((8,)), Langevin(num_steps=3, step_size=0.05, noise_scale=0.0),
+            persistent=True, replay_buffer=ReplayBuffer(8, (4,), reinit_fraction=0.0),
+            energy_l2=0.1)
+        model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
+        return model
+    if case == "ratio_matching":
+        model = RatioMatching(RBM(4, 3))
+        model.compile(optimizer=keras.optimizers.SGD(0.5, momentum=0.9))
+        return model
     if case.startswith("moco"):
         model = MoCo(encoder(False), head, queue_size=12, momentum=0.9, temperature=0.2,
                      bn_splits=1)
@@ -82,6 +117,13 @@ def copies(variable):
 
 def train(model):
     a, b = data()
+    if isinstance(model, PIRL):  # (images, the index of each image in the bank)
+        b = np.arange(len(a), dtype="int64")
+    if isinstance(model, (ContrastiveDivergence, RatioMatching)):  # vectors; binary for RM
+        a = np.random.default_rng(1).random((len(a), 4)).astype("float32")
+        if isinstance(model, RatioMatching):
+            a = (a < 0.4).astype("float32")
+        b = np.zeros(len(a), "float32")  # ignored
     dataset = tf.data.Dataset.from_tensor_slices((a, b)).batch(GLOBAL_BATCH)
     record = StepLosses()
     model.fit(dataset, epochs=1, verbose=0, callbacks=[record], shuffle=False)
@@ -122,10 +164,18 @@ def main(case):
     keras.utils.set_random_seed(0)
     single = make(case)
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-    with strategy.scope():
+    build = case == "pirl" or case in EBM_CASES  # these build on their first call
+    sample = np.zeros((1, 6, 6, 1) if case == "pirl" else (1, 4), "float32")
+    if build:
+        single(sample)
+    with strategy.scope():  # every variable of the mirrored model is made under the strategy
         mirrored = make(case)
+        if build:
+            mirrored(sample)
     initial = single.get_weights()
     mirrored.set_weights(initial)
+    initial_bank = single.memory_bank.entries.numpy() if case == "pirl" else None
+    initial_chains = single.replay_buffer.chains.numpy() if case == "pcd" else None
     report = {"case": case, "replicas": strategy.num_replicas_in_sync}
     if case == "grads_simclr":
         report["gradient_diff"] = max_diff(gradients(single, None), gradients(mirrored, strategy))
@@ -152,6 +202,23 @@ def main(case):
                                       int(mirrored.queue.num_enqueued.numpy())]
             report["key_encoder_diff"] = max_diff(single.key_encoder.get_weights(),
                                                   mirrored.key_encoder.get_weights())
+        if case == "pcd":
+            report["chains_diff"] = max_diff([single.replay_buffer.chains.numpy()],
+                                             [mirrored.replay_buffer.chains.numpy()])
+            report["chains_moved"] = max_diff([single.replay_buffer.chains.numpy()],
+                                              [initial_chains])
+        mirrored_state = (mirrored.memory_bank.entries if case == "pirl" else
+                          mirrored.replay_buffer.chains if case == "pcd" else None)
+        if mirrored_state is not None:  # the state is mirrored: one copy per device
+            report["state_copies"] = len(copies(mirrored_state))
+        if case == "pirl":
+            report["bank_diff"] = max_diff([single.memory_bank.entries.numpy()],
+                                           [mirrored.memory_bank.entries.numpy()])
+            report["bank_moved"] = max_diff([single.memory_bank.entries.numpy()],
+                                            [initial_bank])
+            report["bank_counters"] = [
+                [int(m.memory_bank.num_updates.numpy()), int(m.memory_bank.num_draws.numpy())]
+                for m in (single, mirrored)]
     report["seconds"] = round(time.time() - start, 1)
     print(json.dumps(report))
 

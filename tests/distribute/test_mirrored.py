@@ -1,4 +1,4 @@
-"""SimCLR and MoCo on 2 logical CPUs under MirroredStrategy train exactly as on one device.
+"""SimCLR, MoCo, PIRL, PCD and ratio matching on 2 logical CPUs under MirroredStrategy train exactly as on one device.
 
 Each case runs `mirrored_check.py` in a subprocess, because the two logical
 devices must be configured before TensorFlow initialises its devices (the
@@ -63,6 +63,32 @@ def test_moco_two_steps_match_one_device_queue_pointer_and_ema():
     # device, on the mirrored model and on each of its device copies.
     assert report["pointer"] == [4, 4, 4, 4], report
     assert report["num_enqueued"] == [16, 16], report
+
+
+def test_pirl_two_steps_match_one_device_bank_and_negatives():
+    report = run_case("pirl")
+    assert_same_training(report)
+    # Both replicas' entries are written into every copy of the bank, and the negatives are
+    # drawn once per step (the same on every replica), as on one device.
+    assert report["bank_diff"] < TOLERANCE, report
+    assert report["bank_moved"] > 1e-3, report
+    assert report["bank_counters"] == [[2, 2], [2, 2]], report
+    assert report["state_copies"] == 2, report
+
+
+def test_pcd_two_steps_match_one_device_replay_buffer_shards():
+    # Each replica advances its half of the 8 persistent chains; the gathered chains are
+    # written into every copy, and the loss is scaled so the summed gradient is the global one.
+    report = run_case("pcd")
+    assert_same_training(report)
+    assert report["chains_diff"] < TOLERANCE, report
+    assert report["chains_moved"] > 1e-3, report
+    assert report["state_copies"] == 2, report
+
+
+def test_ratio_matching_two_steps_match_one_device():
+    # The EBM losses are divided by the number of replicas (Keras sums their gradients).
+    assert_same_training(run_case("ratio_matching"))
 
 
 if os.environ.get("KERAS_EBM_SKIP_DISTRIBUTE"):
