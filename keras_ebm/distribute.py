@@ -115,6 +115,31 @@ def is_chief(strategy=None):
     return task_type == "worker" and task_id == 0 and not has_chief
 
 
+def in_multi_worker_mode(strategy=None):
+    """True under a `MultiWorkerMirroredStrategy` whose cluster has several workers."""
+    strategy = strategy or tf.distribute.get_strategy()
+    return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+            and strategy.extended._in_multi_worker_mode())
+
+
+def step_logs(logs):
+    """The logs a `train_step`/`test_step` returns, in a form Keras can reduce on any strategy.
+
+    Keras 3 (TensorFlow backend, `reduce_per_replica` in
+    `keras/src/backend/tensorflow/trainer.py`) averages a step's outputs over
+    the workers of a multi-worker `MultiWorkerMirroredStrategy` with
+    `strategy.reduce("MEAN", value, axis=0)`, which fails on the scalars every
+    metric returns ("Invalid reduction dimension 0 for input with 0
+    dimensions"). In multi-worker mode each scalar is therefore returned with
+    shape `[1]`: the reduce then averages it over the replicas and `fit` logs
+    a scalar again. Anywhere else the logs are returned unchanged.
+    """
+    if not in_multi_worker_mode():
+        return logs
+    return {name: tf.reshape(value, [1]) if getattr(value, "shape", None) is not None
+            and value.shape.rank == 0 else value for name, value in logs.items()}
+
+
 def num_replicas_in_sync():
     """Replicas training synchronously (1 without a strategy); any context."""
     context = tf.distribute.get_replica_context()

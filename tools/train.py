@@ -189,6 +189,9 @@ def validate_flags():
     if FLAGS.on_divergence == "rollback" and FLAGS.method not in EBM_METHODS:
         raise UsageError(f"--on_divergence=rollback is for the EBM methods ({', '.join(EBM_METHODS)}); "
                          f"--method={FLAGS.method} stops at the first non-finite loss")
+    if FLAGS.method in EBM_METHODS and FLAGS.strategy != "default":
+        raise UsageError(f"--strategy={FLAGS.strategy}: the EBM recipes train on one device "
+                         "(the keras_ebm EBM methods themselves run under tf.distribute)")
     if FLAGS.epoch_program and FLAGS.method not in ("cd", "pcd"):
         raise UsageError(f"--epoch_program is for --method=cd|pcd with an RBM, not --method={FLAGS.method}")
     if FLAGS.method == "moco" and FLAGS.batch_size < FLAGS.bn_splits:
@@ -364,7 +367,18 @@ def epoch_ordered_batches(dataset, steps_per_epoch, initial_epoch):
     return indices.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
-def train_ssl(dataset, workdir, export_dir):
+def make_strategy():
+    """The --strategy. Call it before anything runs a TensorFlow op: a
+    MultiWorkerMirroredStrategy configures the collective ops at program startup."""
+    from keras_ebm import distribute
+
+    try:
+        return distribute.get_strategy(FLAGS.strategy)
+    except ValueError as error:
+        raise UsageError(f"--strategy={FLAGS.strategy}: {error}") from None
+
+
+def train_ssl(dataset, workdir, export_dir, strategy):
     import keras
     import numpy as np
 
@@ -374,10 +388,6 @@ def train_ssl(dataset, workdir, export_dir):
     from keras_ebm.callbacks import checkpoint_epoch
     from keras_ebm.export import export_encoder
 
-    try:
-        strategy = distribute.get_strategy(FLAGS.strategy)
-    except ValueError as error:
-        raise UsageError(f"--strategy={FLAGS.strategy}: {error}") from None
     keras.mixed_precision.set_global_policy(
         "float32" if FLAGS.mixed_precision == "none" else f"mixed_{FLAGS.mixed_precision}")
     image_shape = dataset.image_shape
@@ -393,12 +403,17 @@ def train_ssl(dataset, workdir, export_dir):
             distribute.sync_batch_norm(model)
         model.compile(optimizer=build_optimizer(steps_per_epoch), jit_compile=use_xla())
 
+    # Under MultiWorkerMirroredStrategy, predict (embed) runs collectives: every
+    # worker embeds, only the chief evaluates and writes.
+    chief = distribute.is_chief(strategy)
     results = {}
     if FLAGS.evaluate:
-        flat = lambda x: x.reshape(len(x), -1)  # noqa: E731
-        results["raw pixels"] = evaluate(dataset, (flat(dataset.x_train), flat(dataset.x_test)))
-        results["encoder at init"] = evaluate(
-            dataset, (embed(model.encoder, dataset.x_train), embed(model.encoder, dataset.x_test)))
+        features = (embed(model.encoder, dataset.x_train), embed(model.encoder, dataset.x_test))
+        if chief:
+            flat = lambda x: x.reshape(len(x), -1)  # noqa: E731
+            results["raw pixels"] = evaluate(dataset, (flat(dataset.x_train),
+                                                       flat(dataset.x_test)))
+            results["encoder at init"] = evaluate(dataset, features)
 
     guard = NonFiniteGuard()
     callbacks = [
@@ -432,8 +447,12 @@ def train_ssl(dataset, workdir, export_dir):
                "train_seconds": round(train_seconds, 1), "final_loss": final_loss,
                "final_contrastive_accuracy": (float(history.history["contrastive_accuracy"][-1])
                                               if ran_epochs else None)}
-    if not distribute.is_chief(strategy):
-        return metrics  # only the chief writes the model, the export and the metrics
+    if FLAGS.evaluate:
+        features = (embed(model.encoder, dataset.x_train), embed(model.encoder, dataset.x_test))
+    if not chief:
+        # Only the chief writes the model, the export and the metrics. Neither
+        # needs the other workers: saving reads each variable's local copy.
+        return metrics
     model_path = os.path.join(workdir, "model.keras")
     staging = os.path.join(workdir, ".model.tmp.keras")
     model.save(staging)
@@ -441,8 +460,7 @@ def train_ssl(dataset, workdir, export_dir):
     exported = export_encoder(export_dir, model.encoder, image_shape)
     metrics.update({"model": model_path, "export": exported})
     if FLAGS.evaluate:
-        results[f"{FLAGS.method} (trained)"] = evaluate(
-            dataset, (embed(model.encoder, dataset.x_train), embed(model.encoder, dataset.x_test)))
+        results[f"{FLAGS.method} (trained)"] = evaluate(dataset, features)
         metrics["evaluation"] = results
         print()
         print(format_table(results))
@@ -487,10 +505,13 @@ def main(argv):
 
         import keras_ebm
 
-        keras.utils.set_random_seed(FLAGS.seed)
         if FLAGS.method in EBM_METHODS:
+            keras.utils.set_random_seed(FLAGS.seed)
             train_ebm(workdir, export_dir)
             return
+        # The strategy comes first: validate_dataset already runs TF ops (PIRL's Jigsaw).
+        strategy = make_strategy()
+        keras.utils.set_random_seed(FLAGS.seed)
         try:
             dataset = keras_ebm.data.load(FLAGS.dataset, data_dir=FLAGS.data_dir,
                                           image_size=FLAGS.image_size,
@@ -498,7 +519,7 @@ def main(argv):
         except keras_ebm.data.DataError as error:
             raise UsageError(f"--dataset: {error}") from None
         validate_dataset(dataset)
-        train_ssl(dataset, workdir, export_dir)
+        train_ssl(dataset, workdir, export_dir, strategy)
     except UsageError as error:
         fail(str(error))
     except TrainingError as error:

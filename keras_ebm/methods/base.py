@@ -84,6 +84,25 @@ class ContrastiveEmbeddingMethod(keras.Model):
     def build_state(self, embedding_shape, projection_shape):
         """Hook for subclasses: create momentum encoders, queues, banks."""
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras 3 (TensorFlow backend, keras/src/backend/tensorflow/trainer.py)
+        # starts fit() and evaluate() under a strategy by averaging one batch
+        # over the replicas, strategy.reduce("MEAN", batch, axis=None), only to
+        # build the model symbolically from its shape. Under
+        # MultiWorkerMirroredStrategy that reduce fails on a structured batch
+        # (PIRL's (images, indices): "Attempt to convert a value (PerReplica...)
+        # to a Tensor") and costs a collective over a whole batch otherwise.
+        # These methods build their variables in __init__ (build_from_encoder),
+        # so the symbolic build has only the optimizer left to build: do that,
+        # in the strategy's scope, as Keras would.
+        compiled = [getattr(self, "_compile_metrics", None), getattr(self, "_compile_loss", None)]
+        if (getattr(self, "_distribute_strategy", None) is None or not self.built
+                or any(c is not None and not c.built for c in compiled)):
+            return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+        if self.optimizer is not None and not self.optimizer.built:
+            with self.distribute_strategy.scope():
+                self.optimizer.build(self.trainable_variables)
+
     # -- data ---------------------------------------------------------------
     def make_views(self, data):
         """Returns two views of the batch: augmented twice, or the given pair."""
@@ -114,9 +133,10 @@ class ContrastiveEmbeddingMethod(keras.Model):
         return [self.loss_tracker, self.accuracy_tracker]
 
     def update_trackers(self, loss, logits, labels):
+        """Updates the trackers; returns the step's logs (see `distribute.step_logs`)."""
         self.loss_tracker.update_state(loss)
         self.accuracy_tracker.update_state(contrastive_accuracy(logits, labels))
-        return {m.name: m.result() for m in self.metrics}
+        return distribute.step_logs({m.name: m.result() for m in self.metrics})
 
     def apply_gradients(self, tape, loss):
         """Steps 2 and 3 of the Keras trainer: gradients, then the update.

@@ -101,10 +101,6 @@ class ContrastiveEmbedding(ContrastiveEmbeddingMethod):
         self.apply_gradients(tape, scaled_loss)
         return self.update_trackers(loss, logits, labels)
 
-    def update_trackers(self, loss, logits, labels):
-        super().update_trackers(loss, logits, labels)
-        return {m.name: m.result() for m in self.metrics}
-
     def get_config(self):
         config = super().get_config()
         config.update({"energy": self.energy, "margin": self.margin})

@@ -64,7 +64,8 @@ class EnergyMethod(keras.Model):
         trackers = {name: getattr(self, f"{name}_tracker") for name in values}
         for name, value in values.items():
             trackers[name].update_state(value)
-        return {tracker.name: tracker.result() for tracker in trackers.values()}
+        return distribute.step_logs({tracker.name: tracker.result()
+                                     for tracker in trackers.values()})
 
     def get_config(self):
         return {"name": self.name, "energy": keras.saving.serialize_keras_object(self.energy)}

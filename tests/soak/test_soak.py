@@ -65,8 +65,9 @@ def test_moco_soak_memory_flat_and_workdir_bounded(tmp_path):
             memory = _memory_mib(process.pid)
             weight_files = ([n for n in os.listdir(checkpoints) if ".weights.h5" in n]
                             if checkpoints.exists() else [])
-            samples.append({"seconds": round(time.time() - start, 1),
-                            "epoch": checkpoint_epoch(str(checkpoints)),
+            # (the metadata can be mid-rewrite, read as 0: keep the largest epoch seen)
+            epoch = max([checkpoint_epoch(str(checkpoints))] + [s["epoch"] for s in samples[-1:]])
+            samples.append({"seconds": round(time.time() - start, 1), "epoch": epoch,
                             "rss_mib": memory.get("VmRSS"), "peak_rss_mib": memory.get("VmHWM"),
                             "checkpoints_mib": round(_folder_mib(checkpoints), 2),
                             "workdir_mib": round(_folder_mib(workdir), 2),

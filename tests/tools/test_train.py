@@ -148,6 +148,7 @@ def _error_lines(stderr):
     (["--keep_checkpoints=-1"], "--keep_checkpoints"),
     (["--method=pcd", "--rollback_lr_factor=1.5"], "--rollback_lr_factor"),
     (["--method=nce", "--epoch_program"], "--epoch_program"),
+    (["--method=pcd", "--strategy=mirrored"], "--strategy=mirrored"),
     (["--method=pcd", "--dataset=toy:rings", "--epoch_program"], "--epoch_program"),
 ])
 def test_bad_input_is_one_line_exit_2_nothing_exported(tmp_path, args, expected):

@@ -1,0 +1,96 @@
+"""Two MultiWorkerMirroredStrategy workers on 127.0.0.1 train SimCLR through tools/train.py.
+
+Each worker is a subprocess with its own TF_CONFIG (two free local ports),
+running the same command with its own --workdir and --export_dir. Only the
+chief (worker 0) may write model.keras, metrics.json and the SavedModel; the
+other worker trains in lockstep (and embeds for the evaluation, which is
+collective) but writes no model, metrics or export. About 20 s on 2 CPU cores.
+"""
+
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+TRAIN = ROOT / "tools" / "train.py"
+TIMEOUT = 150  # seconds for both workers; a hung collective must not hang the suite
+ARGS = ["--flagfile=configs/simclr.flags", "--strategy=multi_worker", "--backbone=tiny_cnn",
+        "--epochs=1", "--steps_per_epoch=2", "--batch_size=32", "--projection_hidden_dims=16",
+        "--projection_dim=8", "--evaluate=true", "--probe_draws=1"]
+
+
+def free_ports(count):
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def run_workers(tmp_path, num_workers=2):
+    """Starts every worker, waits for all; returns [(returncode, log text)] by task index."""
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(num_workers)]}
+    pythonpath = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    processes, logs = [], []
+    try:
+        for index in range(num_workers):
+            env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="-1",
+                       PYTHONPATH=pythonpath,
+                       TF_CONFIG=json.dumps({"cluster": cluster,
+                                             "task": {"type": "worker", "index": index}}))
+            log = open(tmp_path / f"worker{index}.log", "w+")
+            logs.append(log)
+            processes.append(subprocess.Popen(
+                [sys.executable, str(TRAIN), *ARGS, f"--workdir={tmp_path / f'w{index}'}",
+                 f"--export_dir={tmp_path / f'export_w{index}'}"],
+                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
+        for process in processes:
+            process.wait(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        pass
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    results = []
+    for process, log in zip(processes, logs):
+        log.seek(0)
+        results.append((process.returncode, log.read()))
+        log.close()
+    return results
+
+
+def test_two_workers_train_simclr_and_only_the_chief_writes(tmp_path):
+    results = run_workers(tmp_path)
+    for index, (returncode, log) in enumerate(results):
+        assert returncode == 0, f"worker {index} exited with {returncode}:\n{log[-4000:]}"
+        assert "2 replica(s)" in log, log[-4000:]
+
+    chief, other = tmp_path / "w0", tmp_path / "w1"
+    # The chief: the model, the metrics (with the evaluation) and one export version.
+    assert (chief / "model.keras").is_file()
+    metrics = json.loads((chief / "metrics.json").read_text())
+    assert metrics["replicas"] == 2
+    assert "simclr (trained)" in metrics["evaluation"]
+    assert metrics["export"] == str(tmp_path / "export_w0" / "1")
+    assert (tmp_path / "export_w0" / "1" / "saved_model.pb").is_file()
+    assert sorted(os.listdir(tmp_path / "export_w0")) == ["1"]  # no staging folder left
+    # The other worker trained (it keeps its own checkpoint for a resume) but
+    # wrote no model, no metrics and no export.
+    assert (other / "checkpoints").is_dir()
+    assert not (other / "model.keras").exists()
+    assert not (other / "metrics.json").exists()
+    assert not (tmp_path / "export_w1").exists()
+
+
+if os.environ.get("KERAS_EBM_SKIP_DISTRIBUTE"):
+    pytestmark = pytest.mark.skip("KERAS_EBM_SKIP_DISTRIBUTE is set")
