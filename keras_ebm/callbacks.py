@@ -8,6 +8,7 @@ import shutil
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 _SNAPSHOT = re.compile(r"epoch-\d{5}\.weights\.h5")
 
@@ -59,8 +60,28 @@ class NonFiniteGuard(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         # The weights after step k are only known to be good once step k + 1
         # has computed finite energies with them: keep the last validated set.
-        self._good_weights = [np.array(w) for w in self.model.get_weights()]
-        self._candidate_weights = self._good_weights
+        # Both sets are TensorFlow variables updated by one compiled function
+        # per step: no NumPy copy of the model per step.
+        self._weights = list(self.model.weights)
+        snapshot = lambda: [tf.Variable(w.value, trainable=False)  # noqa: E731
+                            for w in self._weights]
+        with tf.init_scope():
+            self._good_weights, self._candidate_weights = snapshot(), snapshot()
+        weights, good, candidate = self._weights, self._good_weights, self._candidate_weights
+        float_weights = [w for w in weights if w.dtype.startswith(("float", "bfloat"))]
+
+        @tf.function(autograph=False)
+        def shift():
+            for good_value, candidate_value, weight in zip(good, candidate, weights):
+                good_value.assign(candidate_value)
+                candidate_value.assign(weight.value)
+
+        @tf.function(autograph=False)
+        def all_finite():
+            return tf.reduce_all([tf.reduce_all(tf.math.is_finite(w.value))
+                                  for w in float_weights] or [True])
+
+        self._shift, self._all_finite = shift, all_finite
         self._step = 0
         self.stopped_step = None
         self.message = None
@@ -72,8 +93,8 @@ class NonFiniteGuard(keras.callbacks.Callback):
             value = np.asarray(value)
             if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
                 return name, value
-        if self.check_weights:
-            for variable in self.model.weights:
+        if self.check_weights and not bool(self._all_finite()):
+            for variable in self.model.weights:  # name the first culprit
                 value = np.asarray(variable)
                 if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
                     return f"weight {variable.path}", float("nan")
@@ -83,8 +104,7 @@ class NonFiniteGuard(keras.callbacks.Callback):
         self._step += 1
         bad = self._bad_quantity(logs)
         if bad is None:
-            self._good_weights = self._candidate_weights
-            self._candidate_weights = [np.array(w) for w in self.model.get_weights()]
+            self._shift()
             return
         name, value = bad
         self.stopped_step = self._step
@@ -94,7 +114,8 @@ class NonFiniteGuard(keras.callbacks.Callback):
             f"{self._step - 1}, the last step with finite values."
         )
         logging.error(self.message)
-        self.model.set_weights(self._good_weights)
+        for weight, good_value in zip(self._weights, self._good_weights):
+            weight.assign(good_value)
         self.model.stop_training = True
         if self.raise_error:
             raise NonFiniteError(self.message)
