@@ -116,29 +116,39 @@ def train_module():
 
 def _run_in_process(module, args):
     module.FLAGS.unparse_flags()
-    module.FLAGS(["train.py", *ARGS, *args])
+    module.FLAGS(["train.py", *args])
     module.main([])
+
+
+def _uninterrupted_and_resumed(module, args, tmp_path, capsys):
+    """Runs `args` once straight through (a) and once crashed after epoch 2 and rerun (b).
+
+    Checks that the crash left no model or export and that the rerun said it resumed;
+    returns the two trained models (a, b).
+    """
+    _run_in_process(module, [*args, f"--workdir={tmp_path / 'a'}",
+                             f"--export_dir={tmp_path / 'ea'}"])
+    module.EXTRA_CALLBACKS.append(CrashAfterEpoch(2))
+    with pytest.raises(Crash):
+        _run_in_process(module, [*args, f"--workdir={tmp_path / 'b'}",
+                                 f"--export_dir={tmp_path / 'eb'}"])
+    assert not (tmp_path / "eb").exists() and not (tmp_path / "b" / "model.keras").exists()
+    module.EXTRA_CALLBACKS.clear()
+    capsys.readouterr()
+    _run_in_process(module, [*args, f"--workdir={tmp_path / 'b'}",
+                             f"--export_dir={tmp_path / 'eb'}"])
+    assert "Resuming from epoch 2" in capsys.readouterr().out
+    return (keras.models.load_model(tmp_path / "a" / "model.keras"),
+            keras.models.load_model(tmp_path / "b" / "model.keras"))
 
 
 def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(train_module, tmp_path,
                                                                         capsys):
     tf.config.experimental.enable_op_determinism()
-    # With colour jitter: its generator state is saved (keras_ebm.data.track_random_state).
-    common = ["--epochs=4", "--seed=1", "--bn_splits=1", "--augment_strength=0.5"]
-    _run_in_process(train_module, [*common, f"--workdir={tmp_path / 'a'}",
-                                   f"--export_dir={tmp_path / 'ea'}"])
-    train_module.EXTRA_CALLBACKS.append(CrashAfterEpoch(2))
-    with pytest.raises(Crash):
-        _run_in_process(train_module, [*common, f"--workdir={tmp_path / 'b'}",
-                                       f"--export_dir={tmp_path / 'eb'}"])
-    assert not (tmp_path / "eb").exists()
-    train_module.EXTRA_CALLBACKS.clear()
-    capsys.readouterr()
-    _run_in_process(train_module, [*common, f"--workdir={tmp_path / 'b'}",
-                                   f"--export_dir={tmp_path / 'eb'}"])
-    assert "Resuming from epoch 2" in capsys.readouterr().out
-    a = keras.models.load_model(tmp_path / "a" / "model.keras")
-    b = keras.models.load_model(tmp_path / "b" / "model.keras")
+    # With colour jitter: its generator state is saved (RandomApply tracks it as a weight).
+    a, b = _uninterrupted_and_resumed(
+        train_module, [*ARGS, "--epochs=4", "--seed=1", "--bn_splits=1",
+                       "--augment_strength=0.5"], tmp_path, capsys)
     assert len(a.weights) == len(b.weights)
     for wa, wb in zip(a.weights, b.weights):
         # Same data order (seeded by epoch), augmentation RNG state and optimizer state.
@@ -150,29 +160,10 @@ EBM_ARGS = ["--flagfile=configs/pcd_rbm.flags", "--epochs=4", "--steps_per_epoch
             "--num_chains=20"]
 
 
-def _run_ebm_in_process(module, args):
-    module.FLAGS.unparse_flags()
-    module.FLAGS(["train.py", *EBM_ARGS, *args])
-    module.main([])
-
-
 def test_resumed_pcd_epoch_program_equals_an_uninterrupted_run(train_module, tmp_path, capsys):
     # The Gibbs noise of epoch e is a function of (--seed, e): a resumed run redraws it exactly.
-    common = ["--epoch_program"]
-    _run_ebm_in_process(train_module, [*common, f"--workdir={tmp_path / 'a'}",
-                                       f"--export_dir={tmp_path / 'ea'}"])
-    train_module.EXTRA_CALLBACKS.append(CrashAfterEpoch(2))
-    with pytest.raises(Crash):
-        _run_ebm_in_process(train_module, [*common, f"--workdir={tmp_path / 'b'}",
-                                           f"--export_dir={tmp_path / 'eb'}"])
-    assert not (tmp_path / "eb").exists() and not (tmp_path / "b" / "model.keras").exists()
-    train_module.EXTRA_CALLBACKS.clear()
-    capsys.readouterr()
-    _run_ebm_in_process(train_module, [*common, f"--workdir={tmp_path / 'b'}",
-                                       f"--export_dir={tmp_path / 'eb'}"])
-    assert "Resuming from epoch 2" in capsys.readouterr().out
-    a = keras.models.load_model(tmp_path / "a" / "model.keras")
-    b = keras.models.load_model(tmp_path / "b" / "model.keras")
+    a, b = _uninterrupted_and_resumed(train_module, [*EBM_ARGS, "--epoch_program"], tmp_path,
+                                      capsys)
     paths = [w.path for w in a.weights]
     assert any("chains" in p for p in paths), paths  # the persistent chains are compared too
     for wa, wb in zip(a.weights, b.weights):
@@ -201,9 +192,9 @@ class PoisonOnce(keras.callbacks.Callback):
 def test_ebm_rollback_restarts_from_the_last_good_checkpoint(train_module, tmp_path, capsys):
     workdir = tmp_path / "w"
     train_module.EXTRA_CALLBACKS.append(PoisonOnce(2))
-    _run_ebm_in_process(train_module, ["--on_divergence=rollback", "--max_rollbacks=2",
-                                       "--rollback_lr_factor=0.5", f"--workdir={workdir}",
-                                       f"--export_dir={tmp_path / 'e'}"])
+    _run_in_process(train_module, [*EBM_ARGS, "--on_divergence=rollback", "--max_rollbacks=2",
+                                   "--rollback_lr_factor=0.5", f"--workdir={workdir}",
+                                   f"--export_dir={tmp_path / 'e'}"])
     out = capsys.readouterr().out
     assert "Non-finite" in out and "Rollback 1/2" in out
     assert "Resuming from epoch 2" in out  # the checkpoint of the last good epoch
