@@ -18,14 +18,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 ACTIONS = ("none", "save_weights", "numpy", "h5py", "npz")
 
 
-def rss_mib():
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS"):
-                return int(line.split()[1]) / 1024.0
-    return float("nan")
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("action", choices=ACTIONS)
@@ -42,6 +34,9 @@ def main():
     import tensorflow as tf
 
     import keras_ebm
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from test_soak import _memory_mib  # the soak test's /proc reader
 
     train.FLAGS(["train.py", f"--flagfile={ROOT}/configs/moco.flags", "--noevaluate",
                  "--epochs=1000000"])
@@ -68,7 +63,7 @@ def main():
         elif args.action == "npz":
             np.savez(path + ".npz", *[np.asarray(v) for v in model.weights])
         if epoch % 100 == 0:
-            print(f"{args.action} epoch {epoch}: VmRSS {rss_mib():.1f} MiB", flush=True)
+            print(f"{args.action} epoch {epoch}: VmRSS {_memory_mib(os.getpid())['VmRSS']:.1f} MiB", flush=True)
 
 
 if __name__ == "__main__":
