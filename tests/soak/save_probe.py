@@ -9,7 +9,6 @@ Builds the MoCo digits model of configs/moco.flags, runs 4 compiled train steps 
 """
 
 import argparse
-import importlib.util
 import os
 import sys
 import tempfile
@@ -25,18 +24,16 @@ def main():
     args = parser.parse_args()
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    spec = importlib.util.spec_from_file_location("train_tool", os.path.join(ROOT, "tools", "train.py"))
-    train = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = train
-    spec.loader.exec_module(train)
+    sys.path[:0] = [os.path.dirname(os.path.abspath(__file__)), os.path.join(ROOT, "tests")]
+    from conftest import load_train_tool  # the tests' loader of tools/train.py
+    from test_soak import _memory_mib  # the soak test's /proc reader
+
+    train = load_train_tool()
     import h5py
     import numpy as np
     import tensorflow as tf
 
     import keras_ebm
-
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from test_soak import _memory_mib  # the soak test's /proc reader
 
     train.FLAGS(["train.py", f"--flagfile={ROOT}/configs/moco.flags", "--noevaluate",
                  "--epochs=1000000"])
@@ -46,24 +43,26 @@ def main():
     batches = train.epoch_ordered_batches(dataset, 4, 0)
     model.fit(batches, epochs=1, steps_per_epoch=4, shuffle=False, verbose=0)  # builds everything
     step, iterator = tf.function(model.train_step), iter(batches)
-    path = os.path.join(tempfile.mkdtemp(), "probe.weights.h5")
-    for epoch in range(args.epochs + 1):
-        for _ in range(4):
-            step(next(iterator))
-        if args.action == "save_weights":
-            model.save_weights(path)
-        elif args.action == "numpy":
-            [v.numpy() for v in model.weights]
-        elif args.action == "h5py":
-            with h5py.File(path, "w") as f:
-                for i, v in enumerate(model.weights):
-                    group = f.create_group(f"layers/{i}").create_group("vars")
-                    group.attrs["path"] = v.path
-                    group.create_dataset("0", data=np.asarray(v))
-        elif args.action == "npz":
-            np.savez(path + ".npz", *[np.asarray(v) for v in model.weights])
-        if epoch % 100 == 0:
-            print(f"{args.action} epoch {epoch}: VmRSS {_memory_mib(os.getpid())['VmRSS']:.1f} MiB", flush=True)
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "probe.weights.h5")
+        for epoch in range(args.epochs + 1):
+            for _ in range(4):
+                step(next(iterator))
+            if args.action == "save_weights":
+                model.save_weights(path)
+            elif args.action == "numpy":
+                [v.numpy() for v in model.weights]
+            elif args.action == "h5py":
+                with h5py.File(path, "w") as f:
+                    for i, v in enumerate(model.weights):
+                        group = f.create_group(f"layers/{i}").create_group("vars")
+                        group.attrs["path"] = v.path
+                        group.create_dataset("0", data=np.asarray(v))
+            elif args.action == "npz":
+                np.savez(path + ".npz", *[np.asarray(v) for v in model.weights])
+            if epoch % 100 == 0:
+                rss = _memory_mib(os.getpid())["VmRSS"]
+                print(f"{args.action} epoch {epoch}: VmRSS {rss:.1f} MiB", flush=True)
 
 
 if __name__ == "__main__":

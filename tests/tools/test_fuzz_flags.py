@@ -1,25 +1,7 @@
 """Fuzz the CLI's flags: any value is accepted or rejected with a UsageError, never a crash."""
 
-import importlib.util
-import os
-import sys
-
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TRAIN = os.path.join(ROOT, "tools", "train.py")
-
-
-def _train_module():
-    name = "keras_ebm_train_tool"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, TRAIN)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
 
 NUMBERS = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-10**6, 10**6))
 FLAG_VALUES = st.fixed_dictionaries({}, optional={
@@ -40,8 +22,8 @@ FLAG_VALUES = st.fixed_dictionaries({}, optional={
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(values=FLAG_VALUES)
-def test_validate_flags_accepts_or_names_the_flag(values):
-    module = _train_module()
+def test_validate_flags_accepts_or_names_the_flag(train_tool, values):
+    module = train_tool
     flags = module.FLAGS
     flags.unparse_flags()
     flags(["train.py"])

@@ -7,8 +7,6 @@ import subprocess
 import sys
 import time
 
-import importlib.util
-
 import h5py
 import keras
 import numpy as np
@@ -100,18 +98,6 @@ class CrashAfterEpoch(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if epoch + 1 == self.epoch:
             raise Crash(f"simulated crash after epoch {self.epoch}")
-
-
-@pytest.fixture()
-def train_module():
-    spec = importlib.util.spec_from_file_location("keras_ebm_train_tool", TRAIN)
-    if spec.name not in sys.modules:
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-    module = sys.modules[spec.name]
-    yield module
-    module.EXTRA_CALLBACKS.clear()
 
 
 def _run_in_process(module, args):

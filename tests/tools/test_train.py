@@ -1,6 +1,5 @@
 """tools/train.py end to end: every flagfile for a few steps, and bad input."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -17,15 +16,6 @@ CONFIGS = os.path.join(ROOT, "configs")
 SMOKE = ["--backbone=tiny_cnn", "--epochs=1", "--steps_per_epoch=2", "--batch_size=16",
          "--probe_draws=1", "--queue_size=64", "--projection_hidden_dims=16",
          "--projection_dim=8"]
-
-
-@pytest.fixture(scope="module")
-def train_module():
-    spec = importlib.util.spec_from_file_location("keras_ebm_train_tool", TRAIN)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def run_in_process(module, args):
