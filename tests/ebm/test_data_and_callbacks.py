@@ -146,3 +146,58 @@ def test_resumable_backup_keeps_the_newest_snapshots_and_resumes(tmp_path, capsy
         "epoch-00007.weights.h5", "epoch-00008.weights.h5"]
     with pytest.raises(ValueError, match="keep_checkpoints"):
         ResumableBackup(backup_dir, keep_checkpoints=-1)
+
+
+def _h5_contents(path):
+    import h5py
+
+    contents = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda name, obj: contents.__setitem__(
+            name, (obj[()] if isinstance(obj, h5py.Dataset) else None, dict(obj.attrs))))
+    return contents
+
+
+def _assert_same_h5(path_a, path_b):
+    a, b = _h5_contents(path_a), _h5_contents(path_b)
+    assert sorted(a) == sorted(b)
+    for name in a:
+        np.testing.assert_array_equal(a[name][0], b[name][0], err_msg=name)
+        assert a[name][1] == b[name][1], name
+
+
+def test_backup_writer_writes_what_save_weights_writes_and_follows_new_variables(tmp_path):
+    """The backup's own writer (one walk of the model) and Keras's save_weights agree."""
+    from keras_ebm.callbacks import _WeightsFileWriter
+    from keras_ebm.layers import ProjectionHead
+    from keras_ebm.methods import MoCo
+
+    inputs = keras.Input((6, 6, 1))
+    x = keras.layers.Conv2D(4, 3, padding="same")(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    encoder = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x))
+    model = MoCo(encoder, ProjectionHead((8,), 5, batch_norm=False), queue_size=16, bn_splits=1)
+    model.compile(optimizer=keras.optimizers.Adam(0.01))
+    rng = np.random.default_rng(0)
+    batch = (rng.random((8, 6, 6, 1)).astype("float32"),
+             rng.random((8, 6, 6, 1)).astype("float32"))
+    model(batch[0])
+    writer = _WeightsFileWriter(model)
+    writer.write(str(tmp_path / "ours0.weights.h5"))  # optimizer not built yet
+    model.save_weights(tmp_path / "keras0.weights.h5")
+    _assert_same_h5(tmp_path / "ours0.weights.h5", tmp_path / "keras0.weights.h5")
+    for step in (1, 2):  # the optimizer's variables appear; the queue and weights change
+        model.train_on_batch(batch)
+        writer.write(str(tmp_path / f"ours{step}.weights.h5"))
+        model.save_weights(tmp_path / f"keras{step}.weights.h5")
+        _assert_same_h5(tmp_path / f"ours{step}.weights.h5", tmp_path / f"keras{step}.weights.h5")
+    queue = _h5_contents(tmp_path / "ours2.weights.h5")
+    assert any(name.startswith("optimizer") for name in queue)
+    with pytest.raises(AssertionError):  # the comparison sees a step's change
+        _assert_same_h5(tmp_path / "ours1.weights.h5", tmp_path / "ours2.weights.h5")
+    # Keras reads it back.
+    restored = MoCo.from_config(model.get_config())
+    restored(batch[0])
+    restored.load_weights(tmp_path / "ours2.weights.h5")
+    for a, b in zip(model.weights, restored.weights):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

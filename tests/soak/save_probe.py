@@ -1,6 +1,7 @@
 """Memory probe behind the README's soak table: train steps with one action between "epochs".
 
     python tests/soak/save_probe.py save_weights      # Keras's .weights.h5 writer (grows)
+    python tests/soak/save_probe.py backup_writer     # ResumableBackup's writer (flat)
     python tests/soak/save_probe.py none|numpy|h5py|npz [--epochs 800]
 
 Builds the MoCo digits model of configs/moco.flags, runs 4 compiled train steps per
@@ -14,7 +15,7 @@ import sys
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-ACTIONS = ("none", "save_weights", "numpy", "h5py", "npz")
+ACTIONS = ("none", "save_weights", "backup_writer", "numpy", "h5py", "npz")
 
 
 def main():
@@ -34,6 +35,7 @@ def main():
     import tensorflow as tf
 
     import keras_ebm
+    from keras_ebm.callbacks import _WeightsFileWriter
 
     train.FLAGS(["train.py", f"--flagfile={ROOT}/configs/moco.flags", "--noevaluate",
                  "--epochs=1000000"])
@@ -50,6 +52,9 @@ def main():
                 step(next(iterator))
             if args.action == "save_weights":
                 model.save_weights(path)
+            elif args.action == "backup_writer":
+                writer = writer if epoch else _WeightsFileWriter(model)
+                writer.write(path)
             elif args.action == "numpy":
                 [v.numpy() for v in model.weights]
             elif args.action == "h5py":
