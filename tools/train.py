@@ -383,6 +383,7 @@ def train_ssl(dataset, workdir, export_dir, strategy):
     import numpy as np
 
     from keras_ebm import distribute
+    from keras_ebm.callbacks import EpochTensorBoard
     from keras_ebm.callbacks import NonFiniteGuard
     from keras_ebm.callbacks import ResumableBackup
     from keras_ebm.callbacks import checkpoint_epoch
@@ -417,7 +418,7 @@ def train_ssl(dataset, workdir, export_dir, strategy):
 
     guard = NonFiniteGuard()
     callbacks = [
-        keras.callbacks.TensorBoard(os.path.join(workdir, "tb"), update_freq="epoch"),
+        EpochTensorBoard(os.path.join(workdir, "tb")),
         ResumableBackup(checkpoint_dir, keep_checkpoints=FLAGS.keep_checkpoints),
         guard,
         *EXTRA_CALLBACKS,

@@ -1,3 +1,5 @@
+import collections
+import glob
 import os
 
 import keras
@@ -201,3 +203,35 @@ def test_backup_writer_writes_what_save_weights_writes_and_follows_new_variables
     restored.load_weights(tmp_path / "ours2.weights.h5")
     for a, b in zip(model.weights, restored.weights):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_epoch_tensorboard_writes_the_epoch_scalars_without_per_batch_calls(tmp_path, monkeypatch):
+    from keras_ebm.callbacks import EpochTensorBoard
+
+    x = np.random.default_rng(0).random((16, 3)).astype("float32")
+    y = x.sum(axis=1, keepdims=True)
+
+    def run(callback_class, folder):
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+        model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")
+        callback = callback_class(str(folder), update_freq="epoch")
+        calls, scalar = [], callback.summary.scalar
+
+        def counting_scalar(name, *args, **kwargs):
+            calls.append(name)
+            return scalar(name, *args, **kwargs)
+
+        with monkeypatch.context() as patch:
+            patch.setattr(callback.summary, "scalar", counting_scalar)
+            model.fit(x, y, epochs=3, batch_size=4, verbose=0, callbacks=[callback])
+        tags = collections.Counter()
+        for path in glob.glob(str(folder / "train" / "events.*")):
+            for event in tf.compat.v1.train.summary_iterator(path):
+                tags.update(value.tag for value in event.summary.value)
+        return calls, tags
+
+    keras_calls, keras_tags = run(keras.callbacks.TensorBoard, tmp_path / "keras")
+    calls, tags = run(EpochTensorBoard, tmp_path / "ours")
+    assert sum(name.startswith("batch_") for name in keras_calls) == 12  # 4 batches x 3 epochs
+    assert not any(name.startswith("batch_") for name in calls)
+    assert tags == keras_tags and tags["epoch_loss"] == 3 and tags["epoch_learning_rate"] == 3
