@@ -207,6 +207,7 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
             raise ValueError(f"keep_checkpoints must be >= 0, got {keep_checkpoints}")
         self.keep_checkpoints = int(keep_checkpoints)
         self.resumed_epoch = 0
+        self._writer = None
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
@@ -233,7 +234,7 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
                 if os.path.exists(path):
                     shutil.copyfile(path, path + ".tmp")
                     os.replace(path + ".tmp", path + ".bkp")
-        if getattr(self, "_writer", None) is None or self._writer.model is not self.model:
+        if self._writer is None or self._writer.model is not self.model:
             self._writer = _WeightsFileWriter(self.model)
         self._writer.write(self._weights_path + ".tmp")
         metadata = {"epoch": self._current_epoch, "batch": self._last_batch_seen}
@@ -249,7 +250,6 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
         os.replace(staging, snapshot)  # a kill never leaves a half-written snapshot
         for old in self.snapshots()[:-self.keep_checkpoints]:
             os.remove(old)
-
 
 
 def _find_saveables(obj, path, visited, found):
