@@ -45,6 +45,7 @@ def main():
     batches = train.epoch_ordered_batches(dataset, 4, 0)
     model.fit(batches, epochs=1, steps_per_epoch=4, shuffle=False, verbose=0)  # builds everything
     step, iterator = tf.function(model.train_step), iter(batches)
+    writer = _WeightsFileWriter(model)
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "probe.weights.h5")
         for epoch in range(args.epochs + 1):
@@ -53,7 +54,6 @@ def main():
             if args.action == "save_weights":
                 model.save_weights(path)
             elif args.action == "backup_writer":
-                writer = writer if epoch else _WeightsFileWriter(model)
                 writer.write(path)
             elif args.action == "numpy":
                 [v.numpy() for v in model.weights]
