@@ -2,11 +2,14 @@
 
 Both encoders are Functional ``keras.Model`` objects mapping images
 ``[batch, height, width, channels]`` to features ``[batch, widths[-1]]`` after
-global average pooling, so they save to and load from ``.keras`` files with no
-custom objects.
+global average pooling, so they save to and load from ``.keras`` files (their batch norm is
+``keras_ebm.layers.FusedBatchNormalization``, registered when ``keras_ebm`` is
+imported).
 """
 
 import keras
+
+from keras_ebm.layers.batch_normalization import FusedBatchNormalization
 
 # NOTE: PyTorch's BatchNorm2d defaults (momentum 0.1 of the new batch statistic,
 # eps 1e-5), written in Keras' convention (momentum of the running average).
@@ -24,7 +27,8 @@ def conv_bn_relu(x, filters, strides=1, batch_norm=True, relu=True, kernel_size=
         x: the input tensor, ``[batch, height, width, channels]``.
         filters: number of output channels.
         strides: convolution stride. Defaults to 1.
-        batch_norm: whether to apply ``BatchNormalization``. Defaults to True.
+        batch_norm: whether to apply batch normalisation
+            (``keras_ebm.layers.FusedBatchNormalization``). Defaults to True.
         relu: whether to apply a ReLU at the end. Defaults to True.
         kernel_size: convolution kernel size. Defaults to 3.
         name: prefix of the layer names; ``name + "_conv"``, ``"_bn"``, ``"_relu"``.
@@ -42,7 +46,7 @@ def conv_bn_relu(x, filters, strides=1, batch_norm=True, relu=True, kernel_size=
         name=f"{name}_conv" if name else None,
     )(x)
     if batch_norm:
-        x = keras.layers.BatchNormalization(
+        x = FusedBatchNormalization(
             momentum=BN_MOMENTUM,
             epsilon=BN_EPSILON,
             name=f"{name}_bn" if name else None,

@@ -1,5 +1,6 @@
-"""Layers: energies on embeddings and heads."""
+"""Layers: energies on embeddings, heads, and fused batch normalisation."""
 
+from keras_ebm.layers.batch_normalization import FusedBatchNormalization
 from keras_ebm.layers.cosine_energy import CosineEnergy
 from keras_ebm.layers.jigsaw import Jigsaw
 from keras_ebm.layers.jigsaw import PatchHead

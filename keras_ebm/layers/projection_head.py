@@ -2,6 +2,8 @@
 
 import keras
 
+from keras_ebm.layers.batch_normalization import FusedBatchNormalization
+
 
 @keras.saving.register_keras_serializable(package="keras_ebm")
 class ProjectionHead(keras.layers.Layer):
@@ -46,14 +48,14 @@ class ProjectionHead(keras.layers.Layer):
         for i, width in enumerate(self.hidden_dims):
             block = [keras.layers.Dense(width, use_bias=not self.batch_norm, name=f"dense_{i}")]
             if self.batch_norm:
-                block.append(keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5,
-                                                             name=f"bn_{i}"))
+                block.append(FusedBatchNormalization(momentum=0.9, epsilon=1e-5,
+                                                    name=f"bn_{i}"))
             block.append(keras.layers.ReLU(name=f"relu_{i}"))
             self.hidden_layers.extend(block)
         self.output_layer = keras.layers.Dense(self.output_dim, use_bias=not self.output_batch_norm,
                                                name="output")
-        self.output_norm = (keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5,
-                                                            center=False, name="output_bn")
+        self.output_norm = (FusedBatchNormalization(momentum=0.9, epsilon=1e-5,
+                                                   center=False, name="output_bn")
                             if self.output_batch_norm else None)
 
     def build(self, input_shape):

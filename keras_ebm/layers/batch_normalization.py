@@ -1,0 +1,78 @@
+"""Batch normalisation through TensorFlow's fused kernel."""
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+# TensorFlow's fused kernel raises smaller epsilons to this (cuDNN's minimum).
+FUSED_MIN_EPSILON = 1.001e-5
+
+
+@keras.saving.register_keras_serializable(package="keras_ebm")
+class FusedBatchNormalization(keras.layers.BatchNormalization):
+    """`keras.layers.BatchNormalization` computed by TensorFlow's fused kernel.
+
+    Keras 3 normalises with separate operations (moments, then scale and
+    shift), and differentiates each of them. On the TensorFlow backend this
+    layer computes the same function with one `FusedBatchNormV3` op and its
+    fused gradient, which oneDNN (CPU) and cuDNN (GPU) implement. Measured on
+    a 2-core CPU, the ResNet-18 SimCLR train step (batch 128, two views) ran
+    about 13% faster in float32 and about 29% faster with `mixed_bfloat16`
+    (see the README's performance section).
+
+    Same arguments, weights, statistics and config as
+    `keras.layers.BatchNormalization`: the moving statistics are updated
+    with the biased batch variance and `momentum` exactly as Keras does, and
+    the output matches Keras's to float rounding. Inputs of rank 4 (or rank
+    2, seen as `[batch, 1, 1, channels]`) normalised over the last axis take
+    the fused path. Everything else, `synchronized=True`
+    (`keras_ebm.distribute.sync_batch_norm`), `renorm`, a `mask`, another
+    axis or another rank, falls back to Keras's own computation.
+
+    Note: TensorFlow's fused kernel raises an `epsilon` below 1.001e-5 to
+    1.001e-5, so with `epsilon=1e-5` the outputs differ from Keras's by
+    about 1e-8 relative to the batch variance.
+
+    Example:
+
+    >>> layer = FusedBatchNormalization(momentum=0.9, epsilon=1e-5)
+    >>> layer(np.ones((8, 4, 4, 16), "float32"), training=True).shape
+    (8, 4, 4, 16)
+    """
+
+    def _fused_ok(self, inputs, mask):
+        rank = len(inputs.shape)
+        return (mask is None and not self.renorm and not getattr(self, "synchronized", False)
+                and rank in (2, 4) and self.axis in (-1, rank - 1)
+                and inputs.dtype in (tf.float32, tf.bfloat16, tf.float16))
+
+    def call(self, inputs, training=None, mask=None):
+        if not self._fused_ok(inputs, mask):
+            return super().call(inputs, training=training, mask=mask)
+        x = inputs
+        if len(x.shape) == 2:
+            x = tf.reshape(x, [-1, 1, 1, x.shape[-1]])
+        channels = x.shape[-1]
+        gamma = self.gamma if self.scale else tf.ones([channels], "float32")
+        beta = self.beta if self.center else tf.zeros([channels], "float32")
+        gamma = tf.cast(gamma, "float32")
+        beta = tf.cast(beta, "float32")
+        if training and self.trainable:
+            outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+                x, gamma, beta, epsilon=self.epsilon, is_training=True)
+            # The kernel returns the unbiased (Bessel-corrected) batch variance;
+            # Keras averages the biased one.
+            count = tf.cast(tf.size(x) // channels, "float32")
+            variance = variance * ((count - 1.0) / tf.maximum(count, 1.0))
+            self.moving_mean.assign(
+                self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+            self.moving_variance.assign(
+                self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
+        else:
+            outputs, _, _ = tf.compat.v1.nn.fused_batch_norm(
+                x, gamma, beta, mean=tf.cast(self.moving_mean, "float32"),
+                variance=tf.cast(self.moving_variance, "float32"),
+                epsilon=self.epsilon, is_training=False)
+        if len(inputs.shape) == 2:
+            outputs = tf.reshape(outputs, tf.shape(inputs))
+        return ops.cast(outputs, self.compute_dtype)
