@@ -73,6 +73,9 @@ flags.DEFINE_enum("mixed_precision", "none", ["none", "bfloat16", "float16"],
                   "Keras mixed-precision policy (variables and the loss stay float32).")
 flags.DEFINE_enum("augment_in", "step", ["step", "pipeline"],
                   "simclr/moco end to end: augment inside the train step or in a tf.data map.")
+flags.DEFINE_bool("fused_batch_norm", True,
+                  "simclr/moco: batch norm through TensorFlow's fused kernel "
+                  "(keras_ebm.layers.FusedBatchNormalization); false: Keras's unfused ops.")
 flags.DEFINE_integer("bn_splits", 1, "moco: batch-norm groups (1 = none, as the reference).")
 flags.DEFINE_integer("queue_size", 4096, "moco: negative keys in the queue.")
 flags.DEFINE_integer("projection_hidden_dim", 512, "simclr/moco: hidden width of the head.")
@@ -175,6 +178,7 @@ def build_ssl_model(flag_values, image_shape):
 
     from keras_ebm.backbones import get_backbone
     from keras_ebm.layers import ProjectionHead
+    from keras_ebm.layers import set_fused_batch_norm
     from keras_ebm.methods.moco import MoCo
     from keras_ebm.methods.simclr import SimCLR
 
@@ -189,6 +193,7 @@ def build_ssl_model(flag_values, image_shape):
         head = ProjectionHead(hidden, flag_values.projection_dim, batch_norm=False)
         model = MoCo(encoder, head, queue_size=flag_values.queue_size, momentum=0.99,
                      temperature=0.2, bn_splits=flag_values.bn_splits)
+    set_fused_batch_norm(model, flag_values.fused_batch_norm)
     model.compile(optimizer=keras.optimizers.SGD(flag_values.learning_rate, momentum=0.9))
     model.optimizer.build(model.trainable_variables)
     return model
@@ -274,6 +279,7 @@ def benchmark_ssl(flag_values):
         "warmup": flag_values.warmup,
         "jit_compile": jit,
         "mixed_precision": flag_values.mixed_precision,
+        "fused_batch_norm": flag_values.fused_batch_norm,
         "optimizer": f"SGD(lr={flag_values.learning_rate}, momentum=0.9)",
         "projection_head": f"{model.encoder.output_shape[-1]}->"
                            f"{flag_values.projection_hidden_dim}->{flag_values.projection_dim}",

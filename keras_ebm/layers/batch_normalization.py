@@ -29,6 +29,13 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
     (`keras_ebm.distribute.sync_batch_norm`), `renorm`, a `mask`, another
     axis or another rank, falls back to Keras's own computation.
 
+    Args:
+        fused: bool, default True. False always computes Keras's unfused
+            batch norm (to compare, or to rule the kernel out).
+        **kwargs: the arguments of `keras.layers.BatchNormalization`
+            (`axis`, `momentum`, `epsilon`, `center`, `scale`,
+            `synchronized`, ...).
+
     Note: TensorFlow's fused kernel raises an `epsilon` below 1.001e-5 to
     1.001e-5, so with `epsilon=1e-5` the outputs differ from Keras's by
     about 1e-8 relative to the batch variance.
@@ -40,9 +47,13 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
     (8, 4, 4, 16)
     """
 
+    def __init__(self, fused=True, **kwargs):
+        super().__init__(**kwargs)
+        self.fused = bool(fused)
+
     def _fused_ok(self, inputs, mask):
         rank = len(inputs.shape)
-        return (mask is None and not self.renorm and not getattr(self, "synchronized", False)
+        return (self.fused and mask is None and not self.renorm and not getattr(self, "synchronized", False)
                 and rank in (2, 4) and self.axis in (-1, rank - 1)
                 and inputs.dtype in (tf.float32, tf.bfloat16, tf.float16))
 
@@ -76,3 +87,32 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         if len(inputs.shape) == 2:
             outputs = tf.reshape(outputs, tf.shape(inputs))
         return ops.cast(outputs, self.compute_dtype)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"fused": self.fused})
+        return config
+
+
+def set_fused_batch_norm(layer, fused=True):
+    """Turns the fused kernel on or off in every `FusedBatchNormalization` inside `layer`.
+
+    Args:
+        layer: a Keras layer or model (an encoder, a head or a whole method).
+        fused: bool, default True.
+
+    Returns:
+        The number of batch-norm layers changed.
+
+    Example:
+
+    >>> encoder = keras_ebm.backbones.resnet18_cifar()
+    >>> set_fused_batch_norm(encoder, False)   # Keras's unfused ops, to compare
+    20
+    """
+    count = 0
+    for sublayer in layer._flatten_layers(include_self=True, recursive=True):
+        if isinstance(sublayer, FusedBatchNormalization):
+            sublayer.fused = bool(fused)
+            count += 1
+    return count

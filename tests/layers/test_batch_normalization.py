@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_ebm.layers import FusedBatchNormalization
+from keras_ebm.backbones import small_resnet
+from keras_ebm.layers import FusedBatchNormalization, ProjectionHead, set_fused_batch_norm
 
 
 def _pair(shape, **kwargs):
@@ -101,10 +102,12 @@ def test_fused_kernel_is_used_and_the_fallbacks_are_keras():
     rng = np.random.default_rng(3)
     x = rng.normal(size=shape).astype("float32")
     upstream = rng.normal(size=shape).astype("float32")
-    for kwargs in (dict(axis=1), dict(synchronized=True), dict(renorm=True)):
+    for kwargs in (dict(axis=1), dict(synchronized=True), dict(renorm=True), dict(fused=False)):
         fused_layer = FusedBatchNormalization(**kwargs)
         assert "FusedBatchNormV3" not in _op_types(fused_layer, shape), kwargs
-        keras_layer, fused_layer = _pair(shape, **kwargs)
+        keras_kwargs = {k: v for k, v in kwargs.items() if k != "fused"}
+        keras_layer, fused_layer = _pair(shape, **keras_kwargs)
+        fused_layer.fused = kwargs.get("fused", True)
         for g, e in zip(_run(fused_layer, x, upstream, True), _run(keras_layer, x, upstream, True)):
             np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5)
     assert "FusedBatchNormV3" not in _op_types(FusedBatchNormalization(), (2, 3, 4))
@@ -145,6 +148,8 @@ def test_config_and_keras_file_round_trip(tmp_path):
     layer = FusedBatchNormalization(momentum=0.8, epsilon=1e-4, center=False, name="bn")
     restored = FusedBatchNormalization.from_config(layer.get_config())
     assert (restored.momentum, restored.epsilon, restored.center) == (0.8, 1e-4, False)
+    assert restored.fused and not FusedBatchNormalization.from_config(
+        FusedBatchNormalization(fused=False).get_config()).fused
     inputs = keras.Input((4, 4, 3))
     model = keras.Model(inputs, layer(inputs))
     x = np.random.default_rng(6).normal(size=(5, 4, 4, 3)).astype("float32")
@@ -171,3 +176,16 @@ def test_xla_compiled_step_matches_graph_step():
     for compiled, graph in zip(results[1], results[0]):
         np.testing.assert_allclose(compiled, graph, rtol=1e-4, atol=1e-4)
 
+
+
+def test_set_fused_batch_norm_switches_every_layer_of_a_model():
+    encoder = small_resnet((8, 8, 1), widths=(4, 8))
+    head = ProjectionHead((6,), 3, output_batch_norm=True)
+    model = keras.Sequential([encoder, head])
+    model.build((None, 8, 8, 1))
+    norms = [layer for layer in model._flatten_layers() if isinstance(layer, FusedBatchNormalization)]
+    assert set_fused_batch_norm(model, False) == len(norms) > 2
+    ops_off = _op_types(model, (4, 8, 8, 1))
+    assert "FusedBatchNormV3" not in ops_off and "SquaredDifference" in ops_off
+    assert set_fused_batch_norm(model) == len(norms)
+    assert "FusedBatchNormV3" in _op_types(model, (4, 8, 8, 1))

@@ -44,7 +44,7 @@ def test_ssl_benchmark_reports_throughput_and_flops(method):
     result = run_benchmark(f"--method={method}", *TINY_SSL, *extra)
     assert result["method"] == method
     assert result["batch_size"] == 8 and result["jit_compile"] is False
-    assert result["mixed_precision"] == "none"
+    assert result["mixed_precision"] == "none" and result["fused_batch_norm"] is True
     assert_positive(result, SSL_KEYS)
     assert result["flop_method"]
     if method == "moco":
@@ -53,8 +53,9 @@ def test_ssl_benchmark_reports_throughput_and_flops(method):
 
 def test_ssl_benchmark_bfloat16_and_pipeline_augmentation():
     result = run_benchmark("--method=simclr", *TINY_SSL, "--mixed_precision=bfloat16",
-                           "--augment_in=pipeline")
+                           "--augment_in=pipeline", "--nofused_batch_norm")
     assert result["mixed_precision"] == "bfloat16" and result["augment_in"] == "pipeline"
+    assert result["fused_batch_norm"] is False
     assert_positive(result, SSL_KEYS)
 
 
