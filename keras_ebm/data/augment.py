@@ -24,6 +24,64 @@ def _as_pair(value, name):
     raise ValueError(f"`{name}` must be a pair. Received: {name}={value}")
 
 
+def _bilinear_sample_axis(size, start, end, out_size):
+    """Sample positions of one axis, as `tf.image.crop_and_resize` places them.
+
+    Args:
+        size: the input's side (a scalar tensor).
+        start, end: [batch] normalised box edges (0 and 1: first and last pixel centre).
+        out_size: the output's side (a Python int).
+
+    Returns:
+        `(low, high, fraction, inside)`: [batch, out_size] indices of the two
+        neighbouring pixels, the interpolation weight of `high`, and whether the
+        position lies inside the image (outside, crop_and_resize writes 0).
+    """
+    last = tf.cast(size, "float32") - 1.0
+    if out_size > 1:
+        step = (end - start) * last / (out_size - 1)
+        position = start[:, None] * last + tf.range(out_size, dtype="float32")[None] * step[:, None]
+    else:
+        position = tf.tile((0.5 * (start + end) * last)[:, None], [1, out_size])
+    inside = (position >= 0.0) & (position <= last)
+    clipped = tf.clip_by_value(position, 0.0, tf.maximum(last, 0.0))
+    low = tf.floor(clipped)
+    high = tf.minimum(tf.math.ceil(clipped), tf.maximum(last, 0.0))
+    return tf.cast(low, "int32"), tf.cast(high, "int32"), clipped - low, inside
+
+
+def crop_and_resize(images, boxes, size):
+    """`tf.image.crop_and_resize(images, boxes, range(batch), size)`, bilinear, in gathers.
+
+    The same boxes and sample positions as TensorFlow's op (one box per image,
+    normalised coordinates, 0 outside the image), written with `tf.gather` so
+    that it also compiles with XLA (`jit_compile=True`, GPUs, TPUs), which has
+    no kernel for `CropAndResize`. The interpolation is separable: rows first,
+    then columns.
+
+    Args:
+        images: [batch, H, W, C] float32 images.
+        boxes: [batch, 4] boxes `(y1, x1, y2, x2)`.
+        size: `(height, width)` of the output.
+
+    Returns:
+        [batch, height, width, C] float32 crops.
+    """
+    shape = tf.shape(images)
+    top, bottom, y_weight, y_inside = _bilinear_sample_axis(
+        shape[1], boxes[:, 0], boxes[:, 2], size[0])
+    left, right, x_weight, x_inside = _bilinear_sample_axis(
+        shape[2], boxes[:, 1], boxes[:, 3], size[1])
+    upper = tf.gather(images, top, axis=1, batch_dims=1)       # [B, height, W, C]
+    lower = tf.gather(images, bottom, axis=1, batch_dims=1)
+    rows = upper + (lower - upper) * y_weight[:, :, None, None]
+    west = tf.gather(rows, left, axis=2, batch_dims=1)         # [B, height, width, C]
+    east = tf.gather(rows, right, axis=2, batch_dims=1)
+    outputs = west + (east - west) * x_weight[:, None, :, None]
+    inside = tf.cast(y_inside[:, :, None, None] & x_inside[:, None, :, None], outputs.dtype)
+    return outputs * inside
+
+
 @keras.saving.register_keras_serializable(package="keras_ebm")
 class RandomResizedCrop(keras.layers.Layer):
     """Crops a random box of each image and resizes it to a fixed size.
@@ -32,8 +90,9 @@ class RandomResizedCrop(keras.layers.Layer):
     `s ~ U(scale)` of the image area and whose aspect ratio (width / height)
     is `r`, with `log r ~ U(log ratio)`. The box sides are clipped to the
     image and its position is uniform over the valid positions. All boxes are
-    then resized to `(height, width)` with bilinear interpolation in one
-    batched `tf.image.crop_and_resize`.
+    then resized to `(height, width)` with bilinear interpolation, as one
+    batched `tf.image.crop_and_resize` would (written in gathers so that it
+    compiles with XLA: see `crop_and_resize`).
 
     In inference mode the whole image is resized to `(height, width)`
     (identity when the size already matches).
@@ -140,13 +199,7 @@ class RandomResizedCrop(keras.layers.Layer):
         shape = tf.shape(images)
         if training:
             boxes = self._random_boxes(shape[0], shape[1], shape[2])
-            outputs = tf.image.crop_and_resize(
-                images,
-                boxes,
-                tf.range(shape[0]),
-                (self.height, self.width),
-                method="bilinear",
-            )
+            outputs = crop_and_resize(images, boxes, (self.height, self.width))
         elif images.shape[1] == self.height and images.shape[2] == self.width:
             outputs = images
         else:

@@ -11,6 +11,9 @@ from keras_ebm.memory.queue import Queue
 from keras_ebm.methods.base import ContrastiveEmbeddingMethod
 from keras_ebm.methods.base import clone_layer
 
+# Seeds the key shuffle of the shuffle-BN substitute, with the step counter.
+SHUFFLE_SEED = 1958
+
 
 @keras.saving.register_keras_serializable(package="keras_ebm")
 class MoCo(ContrastiveEmbeddingMethod):
@@ -30,7 +33,9 @@ class MoCo(ContrastiveEmbeddingMethod):
     its key never share statistics (otherwise the model can find the positive
     through them and "cheat"). Here the batch is split into `bn_splits` groups
     that each get their own batch-norm statistics, and the keys are randomly
-    permuted before the split and restored after it.
+    permuted before the split and restored after it (a permutation drawn from
+    the step counter, so a resumed run draws the same ones; the whole step
+    compiles with XLA).
 
     Under tf.distribute (build and compile in `strategy.scope()`, feed global
     batches) each replica encodes its share of the batch; the keys of all
@@ -57,8 +62,10 @@ class MoCo(ContrastiveEmbeddingMethod):
         **kwargs: `keras.Model` keyword arguments.
 
     Attributes:
-        key_encoder, key_projection_head: the momentum copies (not trained by
-            gradients; saved with the model).
+        key_encoder, key_projection_head: the momentum copies (their weights
+            are not trainable: the EMA moves them; their layers run in
+            training mode, so batch norm uses the statistics of the shuffled
+            key batch as in the paper; saved with the model).
         queue: `keras_ebm.memory.Queue` of the negative keys, saved with the model.
 
     Example:
@@ -91,8 +98,6 @@ class MoCo(ContrastiveEmbeddingMethod):
         self.bn_splits = int(bn_splits)
         self.key_encoder = clone_layer(encoder)
         self.key_projection_head = clone_layer(projection_head)
-        self.key_encoder.trainable = False
-        self.key_projection_head.trainable = False
         self.queue = None
         self.build_from_encoder()
 
@@ -104,6 +109,12 @@ class MoCo(ContrastiveEmbeddingMethod):
         # The key encoder starts as an exact copy of the query encoder.
         for key_weight, weight in self._weight_pairs():
             key_weight.assign(weight)
+            # No gradient reaches the key weights (the EMA moves them), but the
+            # key layers stay trainable: with `layer.trainable = False` Keras's
+            # batch norm would normalise with its moving statistics, while
+            # MoCo's key encoder runs in training mode, with the statistics of
+            # its (shuffled) batch, and updates its own moving averages.
+            key_weight.trainable = False
         if self.queue is None:
             self.queue = Queue(self.queue_size, int(projection_shape[-1]), name="queue")
 
@@ -138,17 +149,32 @@ class MoCo(ContrastiveEmbeddingMethod):
         """z = g(f(x)) with batch-norm statistics computed per group of the batch."""
         if self.bn_splits == 1:
             return head(encoder(images, training=training), training=training)
+        images = tf.convert_to_tensor(images)
         batch_size = tf.shape(images)[0]
         tf.debugging.assert_greater_equal(
             batch_size, self.bn_splits,
             message=f"MoCo: the batch must hold at least bn_splits={self.bn_splits} images")
-        order = tf.random.shuffle(tf.range(batch_size)) if shuffle else tf.range(batch_size)
-        group_of = tf.cast(tf.range(batch_size) * self.bn_splits // batch_size, "int32")
-        groups = tf.dynamic_partition(tf.gather(images, order), group_of, self.bn_splits)
-        positions = tf.dynamic_partition(order, group_of, self.bn_splits)
-        outputs = [head(encoder(group, training=training), training=training) for group in groups]
+        if shuffle:
+            # A permutation drawn from the step counter: reproducible on resume,
+            # the same on every replica, and compilable with XLA (unlike
+            # tf.random.shuffle and dynamic_partition/dynamic_stitch). NOTE: XLA
+            # draws another, equally random, permutation than TF's kernel for a
+            # seed read from a variable.
+            optimizer = getattr(self, "optimizer", None)
+            step = (tf.cast(optimizer.iterations, "int64") if optimizer is not None
+                    else tf.constant(0, "int64"))
+            noise = tf.random.stateless_uniform(
+                [batch_size], seed=tf.stack([tf.constant(SHUFFLE_SEED, "int64"), step]),
+                alg="philox")
+            order = tf.argsort(noise)
+            images = tf.gather(images, order)
+        # Group g holds positions [ceil(g B / splits), ceil((g + 1) B / splits)).
+        bounds = [(g * batch_size + self.bn_splits - 1) // self.bn_splits
+                  for g in range(self.bn_splits + 1)]
+        outputs = tf.concat([head(encoder(images[bounds[g]:bounds[g + 1]], training=training),
+                                  training=training) for g in range(self.bn_splits)], axis=0)
         # Put every projection back at its image's position (un-shuffle).
-        return tf.dynamic_stitch(positions, outputs)
+        return tf.gather(outputs, tf.argsort(order)) if shuffle else outputs
 
     def contrastive_loss(self, view_a, view_b, training):
         keys = ops.stop_gradient(normalize(self._encode_in_groups(

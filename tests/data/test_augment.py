@@ -8,6 +8,7 @@ import tensorflow as tf
 from keras_ebm.data import RandomApply
 from keras_ebm.data import RandomResizedCrop
 from keras_ebm.data import make_augmenter
+from keras_ebm.data.augment import crop_and_resize
 
 
 def _images(shape=(8, 12, 12, 3), seed=0):
@@ -19,6 +20,32 @@ def test_crop_full_box_is_identity():
     crop = RandomResizedCrop(12, 12, scale=(1.0, 1.0), ratio=(1.0, 1.0), seed=0)
     np.testing.assert_allclose(crop(images, training=True), images, atol=1e-5)
 
+
+
+@pytest.mark.parametrize("shape,size", [((6, 12, 12, 3), (12, 12)), ((5, 9, 7, 2), (4, 1)),
+                                        ((5, 9, 7, 2), (1, 5)), ((3, 8, 8, 1), (10, 6))])
+def test_crop_and_resize_equals_tensorflows_op_and_compiles_with_xla(shape, size):
+    rng = np.random.default_rng(1)
+    images = _images(shape)
+    batch = shape[0]
+    # Boxes inside, across the border (TF writes 0 there), flipped, and degenerate.
+    y1, x1 = rng.uniform(-0.3, 0.9, batch), rng.uniform(-0.3, 0.9, batch)
+    boxes = np.stack([y1, x1, y1 + rng.uniform(-0.4, 0.7, batch),
+                      x1 + rng.uniform(-0.4, 0.7, batch)], axis=1).astype("float32")
+    boxes[0] = [0.0, 0.0, 1.0, 1.0]
+    boxes[-1] = [0.5, 0.5, 0.5, 0.5]
+    expected = tf.image.crop_and_resize(images, boxes, tf.range(batch), size, method="bilinear")
+    np.testing.assert_allclose(crop_and_resize(images, boxes, size), expected, atol=1e-5)
+    compiled = tf.function(lambda i, b: crop_and_resize(i, b, size), jit_compile=True)
+    np.testing.assert_allclose(compiled(images, boxes), expected, atol=1e-5)
+
+
+def test_augmenter_compiles_with_xla():
+    images = _images((4, 16, 16, 3))
+    augmenter = make_augmenter((16, 16, 3), seed=0)
+    views = tf.function(lambda x: augmenter(x, training=True), jit_compile=True)(images)
+    assert views.shape == images.shape
+    assert np.all(np.isfinite(views)) and 0.0 <= float(tf.reduce_min(views)) <= 1.0
 
 def test_crop_range_shape_and_per_sample_boxes():
     images = np.repeat(_images((1, 16, 16, 3)), 8, axis=0)

@@ -113,6 +113,69 @@ def test_moco_split_bn_uses_group_statistics():
     assert not np.allclose(grouped[:4], whole[:4], atol=1e-4)
 
 
+
+def test_moco_key_shuffle_groups_the_permuted_batch_and_changes_with_the_step():
+    from keras_ebm.methods.moco import SHUFFLE_SEED
+
+    a, _ = views(10)
+    model = make(MoCo, queue_size=16, bn_splits=3, batch_norm=True)
+    encoder, head = model.key_encoder, model.key_projection_head
+    grouped = []
+    for step in (0, 1):
+        model.optimizer.iterations.assign(step)
+        grouped.append(np.asarray(model._encode_in_groups(a, encoder, head, training=True,
+                                                          shuffle=True)))
+        # Reference: permute, split into groups of 4, 3, 3 (ceil bounds), project, un-permute.
+        order = np.asarray(tf.argsort(tf.random.stateless_uniform(
+            [10], seed=tf.constant([SHUFFLE_SEED, step], "int64"), alg="philox")))
+        expected = np.empty_like(grouped[-1])
+        for start, stop in ((0, 4), (4, 7), (7, 10)):
+            members = order[start:stop]
+            expected[members] = np.asarray(head(encoder(a[members], training=True),
+                                                training=True))
+        np.testing.assert_allclose(grouped[-1], expected, atol=1e-5)
+    assert not np.allclose(grouped[0], grouped[1], atol=1e-4)  # another step, other groups
+
+
+
+def test_moco_key_encoder_normalises_with_its_batch_and_is_not_trained():
+    # As in the paper's reference: the key encoder runs in training mode (batch-norm
+    # statistics of the key batch, moving averages updated by its own passes); only the
+    # EMA moves its weights.
+    a, b = views(8)
+    model = make(MoCo, queue_size=16, bn_splits=1, batch_norm=True)
+    key_norm = next(layer for layer in model.key_encoder.layers
+                    if isinstance(layer, keras.layers.BatchNormalization))
+    assert not model.key_encoder.trainable_weights
+    assert not {id(w) for w in model.key_encoder.weights} & {
+        id(w) for w in model.trainable_variables}
+    keys = np.asarray(model.key_projection_head(model.key_encoder(b, training=True)))
+    batch_mode = np.asarray(model.projection_head(model.encoder(b, training=True)))
+    np.testing.assert_allclose(keys, batch_mode, atol=1e-5)  # identical copies at start
+    moving_before = np.asarray(key_norm.moving_mean).copy()
+    model.train_on_batch((a, b))
+    assert not np.allclose(np.asarray(key_norm.moving_mean), moving_before)
+
+@pytest.mark.parametrize("cls,kwargs", [(SimCLR, {}), (MoCo, {"queue_size": 24, "bn_splits": 1}),
+                                        (MoCo, {"queue_size": 24, "bn_splits": 3})])
+def test_xla_train_step_matches_the_graph_step(cls, kwargs):
+    a, b = views(12)
+    results = []
+    for jit in (False, True):
+        keras.utils.set_random_seed(0)
+        model = make(cls, batch_norm=True, **kwargs)
+        step = tf.function(model.train_step, jit_compile=jit)
+        logs = [float(step((a, b))["loss"]) for _ in range(2)]
+        results.append((logs, [np.asarray(w) for w in model.weights]))
+    assert np.all(np.isfinite(results[1][0]))
+    if kwargs.get("bn_splits", 1) > 1:
+        # XLA's stateless RNG gives another (equally random) key permutation for a seed
+        # read from a variable, so the batch-norm groups differ: compiling is what counts.
+        return
+    np.testing.assert_allclose(results[1][0], results[0][0], rtol=1e-4)
+    for compiled, graph in zip(results[1][1], results[0][1]):
+        np.testing.assert_allclose(compiled, graph, rtol=1e-3, atol=1e-4)
+
 @pytest.mark.parametrize("cls,kwargs", [(SimCLR, {"temperature": 0.3}),
                                         (MoCo, {"queue_size": 12, "bn_splits": 2})])
 def test_save_load_round_trip(tmp_path, cls, kwargs):

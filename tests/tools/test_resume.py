@@ -131,9 +131,10 @@ def _uninterrupted_and_resumed(module, args, tmp_path, capsys):
 def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(train_module, tmp_path,
                                                                         capsys):
     tf.config.experimental.enable_op_determinism()
-    # With colour jitter: its generator state is saved (RandomApply tracks it as a weight).
+    # With colour jitter: its generator state is saved (RandomApply tracks it as a weight);
+    # with MoCo's key shuffle over 2 batch-norm groups: drawn from the step counter.
     a, b = _uninterrupted_and_resumed(
-        train_module, [*ARGS, "--epochs=4", "--seed=1", "--bn_splits=1",
+        train_module, [*ARGS, "--epochs=4", "--seed=1", "--bn_splits=2",
                        "--augment_strength=0.5"], tmp_path, capsys)
     assert len(a.weights) == len(b.weights)
     for wa, wb in zip(a.weights, b.weights):

@@ -84,6 +84,18 @@ def test_flagfile_runs_a_few_steps(train_module, tmp_path, config):
     assert serve(images=images)["embeddings"].shape == (3, 16)
 
 
+
+@pytest.mark.parametrize("config", ["moco", "simclr", "pirl", "contrastive_embedding"])
+def test_xla_compiles_the_whole_train_step(train_module, tmp_path, config):
+    # The augmentation (random resized crop) and MoCo's shuffle-BN groups run inside the
+    # compiled step: --jit_compile=true (auto on GPUs and TPUs) must compile all of it.
+    workdir = tmp_path / "work"
+    run_in_process(train_module, [f"--flagfile={CONFIGS}/{config}.flags", *SMOKE,
+                                  *SSL_SMOKE.get(config, []), "--jit_compile=true",
+                                  f"--workdir={workdir}", f"--export_dir={tmp_path / 'export'}"])
+    assert train_module.use_xla()
+    assert np.isfinite(json.loads((workdir / "metrics.json").read_text())["final_loss"])
+
 def test_paper_scale_configs_say_what_the_paper_says(train_module):
     for config, temperature in [("moco_cifar10", 0.1), ("simclr_cifar10", 0.5)]:
         train_module.FLAGS.unparse_flags()
