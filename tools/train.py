@@ -55,7 +55,7 @@ flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker",
 flags.DEFINE_bool("sync_batch_norm", False, "Synchronise batch-norm statistics across replicas.")
 flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"],
                   "XLA: auto uses it on GPUs and TPUs only (on CPUs it made a ResNet-18 step "
-                  "2.8x slower).")
+                  "1.8x slower).")
 flags.DEFINE_enum("mixed_precision", "none", ["none", "bfloat16", "float16"],
                   "Mixed precision; losses and energies stay in float32.")
 flags.DEFINE_float("weight_decay", 1e-4, "Weight decay.")
