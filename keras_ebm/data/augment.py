@@ -42,11 +42,11 @@ def _bilinear_sample_axis(size, start, end, out_size):
         step = (end - start) * last / (out_size - 1)
         position = start[:, None] * last + tf.range(out_size, dtype="float32")[None] * step[:, None]
     else:
-        position = tf.tile((0.5 * (start + end) * last)[:, None], [1, out_size])
+        position = (0.5 * (start + end) * last)[:, None]
     inside = (position >= 0.0) & (position <= last)
-    clipped = tf.clip_by_value(position, 0.0, tf.maximum(last, 0.0))
+    clipped = tf.clip_by_value(position, 0.0, last)
     low = tf.floor(clipped)
-    high = tf.minimum(tf.math.ceil(clipped), tf.maximum(last, 0.0))
+    high = tf.math.ceil(clipped)
     return tf.cast(low, "int32"), tf.cast(high, "int32"), clipped - low, inside
 
 

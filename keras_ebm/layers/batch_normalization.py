@@ -4,9 +4,6 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-# TensorFlow's fused kernel raises smaller epsilons to this (cuDNN's minimum).
-FUSED_MIN_EPSILON = 1.001e-5
-
 
 @keras.saving.register_keras_serializable(package="keras_ebm")
 class FusedBatchNormalization(keras.layers.BatchNormalization):
@@ -55,8 +52,8 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
 
     def _fused_ok(self, inputs, mask):
         rank = len(inputs.shape)
-        return (self.fused and mask is None and not self.renorm and not getattr(self, "synchronized", False)
-                and rank in (2, 4) and self.axis in (-1, rank - 1)
+        return (self.fused and mask is None and not self.renorm
+                and not getattr(self, "synchronized", False) and rank in (2, 4) and self.axis in (-1, rank - 1)
                 and inputs.dtype in (tf.float32, tf.bfloat16, tf.float16))
 
     def call(self, inputs, training=None, mask=None):
@@ -66,10 +63,9 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         if len(x.shape) == 2:
             x = tf.reshape(x, [-1, 1, 1, x.shape[-1]])
         channels = x.shape[-1]
-        gamma = self.gamma if self.scale else tf.ones([channels], "float32")
-        beta = self.beta if self.center else tf.zeros([channels], "float32")
-        gamma = tf.cast(gamma, "float32")
-        beta = tf.cast(beta, "float32")
+        # float32 scale and offset, as the kernel wants (mixed precision reads them cast).
+        gamma = tf.cast(self.gamma, "float32") if self.scale else tf.ones([channels])
+        beta = tf.cast(self.beta, "float32") if self.center else tf.zeros([channels])
         if training and self.trainable:
             outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(
                 x, gamma, beta, epsilon=self.epsilon, is_training=True)
@@ -83,8 +79,7 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
                 self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
         else:
             outputs, _, _ = tf.compat.v1.nn.fused_batch_norm(
-                x, gamma, beta, mean=tf.cast(self.moving_mean, "float32"),
-                variance=tf.cast(self.moving_variance, "float32"),
+                x, gamma, beta, mean=self.moving_mean, variance=self.moving_variance,
                 epsilon=self.epsilon, is_training=False)
         if len(inputs.shape) == 2:
             outputs = tf.reshape(outputs, tf.shape(inputs))

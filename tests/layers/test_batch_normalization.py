@@ -183,7 +183,8 @@ def test_set_fused_batch_norm_switches_every_layer_of_a_model():
     head = ProjectionHead((6,), 3, output_batch_norm=True)
     model = keras.Sequential([encoder, head])
     model.build((None, 8, 8, 1))
-    norms = [layer for layer in model._flatten_layers() if isinstance(layer, FusedBatchNormalization)]
+    norms = [layer for layer in model._flatten_layers()
+             if isinstance(layer, FusedBatchNormalization)]
     assert set_fused_batch_norm(model, False) == len(norms) > 2
     ops_off = _op_types(model, (4, 8, 8, 1))
     assert "FusedBatchNormV3" not in ops_off and "SquaredDifference" in ops_off
