@@ -5,6 +5,8 @@ r"""Throughput of keras_ebm's train steps and samplers; prints one JSON line.
     python tools/benchmark.py --method=moco --backbone=resnet18_cifar --image_size=32 \
         --batch_size=128 --steps=4                      # bn_splits=1, queue 4096
     python tools/benchmark.py --method=simclr ... --mixed_precision=bfloat16
+    python tools/benchmark.py --method=pirl --backbone=resnet18_cifar --image_size=32 \
+        --batch_size=128 --steps=4                      # no PyTorch reference step
     python tools/benchmark.py --method=pcd_rbm          # vs scikit-learn's BernoulliRBM
     python tools/benchmark.py --method=langevin         # compiled loop vs eager Python loop
 
@@ -14,6 +16,12 @@ simclr / moco (the setup of ../shared/bench/torch_ssl_step.py, the PyTorch refer
   momentum 0.9; SimCLR at temperature 0.5; MoCo with a 4096-key queue, a momentum
   encoder (m = 0.99), temperature 0.2 and --bn_splits (default 1: no shuffle-BN
   substitute, as in the reference step).
+  pirl: the same encoder, fully convolutional, on the images and on their 3x3 jigsaw
+  patches (the image resized to a multiple of 3, whole cells), a linear image head and
+  PatchHead to --projection_dim, NCE against --num_negatives entries of a memory bank of
+  --bank_size images, temperature 0.07; the step takes (images, indices) and, end to end,
+  augments the image and the jigsaw's input separately inside the step, as `fit` does
+  (--augment_in does not apply).
   - images_per_sec: unique images per second (two views each) of the compiled train
     step alone on synthetic views, after --warmup calls;
   - images_per_sec_end_to_end: the same step with keras_ebm.data.make_augmenter
@@ -55,7 +63,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
-METHODS = ("simclr", "moco", "pcd_rbm", "langevin")
+METHODS = ("simclr", "moco", "pirl", "pcd_rbm", "langevin")
 
 flags.DEFINE_enum("method", "simclr", METHODS, "What to benchmark.")
 flags.DEFINE_string("backbone", "resnet18_cifar", "simclr/moco: encoder (keras_ebm.backbones).")
@@ -78,6 +86,8 @@ flags.DEFINE_bool("fused_batch_norm", True,
                   "(keras_ebm.layers.FusedBatchNormalization); false: Keras's unfused ops.")
 flags.DEFINE_integer("bn_splits", 1, "moco: batch-norm groups (1 = none, as the reference).")
 flags.DEFINE_integer("queue_size", 4096, "moco: negative keys in the queue.")
+flags.DEFINE_integer("num_negatives", 4096, "pirl: memory-bank entries contrasted per step.")
+flags.DEFINE_integer("bank_size", 50000, "pirl: memory-bank slots (training images).")
 flags.DEFINE_integer("projection_hidden_dim", 512, "simclr/moco: hidden width of the head.")
 flags.DEFINE_integer("projection_dim", 128, "simclr/moco: output dimension of the head.")
 flags.DEFINE_float("learning_rate", 0.06, "simclr/moco: SGD learning rate (momentum 0.9).")
@@ -173,22 +183,35 @@ def resolve_jit(value):
     return value == "true"
 
 
-def build_ssl_model(flag_values, image_shape):
+def build_ssl_model(flag_values, image_shape, augmenter=None):
     import keras
 
     from keras_ebm.backbones import get_backbone
+    from keras_ebm.layers import Jigsaw
+    from keras_ebm.layers import PatchHead
     from keras_ebm.layers import ProjectionHead
     from keras_ebm.layers import set_fused_batch_norm
     from keras_ebm.methods.moco import MoCo
+    from keras_ebm.methods.pirl import PIRL
     from keras_ebm.methods.simclr import SimCLR
 
-    encoder = get_backbone(flag_values.backbone, image_shape)
     hidden = (flag_values.projection_hidden_dim,)
+    if flag_values.method == "pirl":
+        # The encoder sees the images and their patches: fully convolutional.
+        encoder = get_backbone(flag_values.backbone, (None, None, image_shape[-1]))
+        side = 3 * math.ceil(image_shape[0] / 3)
+        model = PIRL(encoder, ProjectionHead((), flag_values.projection_dim, batch_norm=False),
+                     PatchHead(flag_values.projection_dim, flag_values.projection_dim),
+                     num_negatives=flag_values.num_negatives, temperature=0.07,
+                     bank_size=flag_values.bank_size, augmenter=augmenter,
+                     jigsaw=Jigsaw(grid_size=3, resize_to=None if side == image_shape[0] else side))
+    else:
+        encoder = get_backbone(flag_values.backbone, image_shape)
     if flag_values.method == "simclr":
         # lightly's SimCLRProjectionHead(512, 512, 128): Linear -> BN -> ReLU -> Linear.
         head = ProjectionHead(hidden, flag_values.projection_dim, batch_norm=True)
         model = SimCLR(encoder, head, temperature=0.5)
-    else:
+    elif flag_values.method == "moco":
         # lightly's MoCoProjectionHead(512, 512, 128): Linear -> ReLU -> Linear.
         head = ProjectionHead(hidden, flag_values.projection_dim, batch_norm=False)
         model = MoCo(encoder, head, queue_size=flag_values.queue_size, momentum=0.99,
@@ -208,8 +231,8 @@ def benchmark_ssl(flag_values):
     jit = resolve_jit(flag_values.jit_compile)
     batch = flag_values.batch_size
     image_shape = (flag_values.image_size, flag_values.image_size, 3)
-    model = build_ssl_model(flag_values, image_shape)
     augmenter = make_augmenter(image_shape, seed=0)
+    model = build_ssl_model(flag_values, image_shape, augmenter)
 
     rng = np.random.default_rng(0)
     view_a = tf.constant(rng.normal(size=(batch,) + image_shape).astype("float32"))
@@ -217,7 +240,19 @@ def benchmark_ssl(flag_values):
     images = tf.constant(rng.uniform(size=(batch,) + image_shape).astype("float32"))
 
     synthetic_step = tf.function(model.train_step, jit_compile=jit)
-    if flag_values.augment_in == "step":
+    synthetic_data = (view_a, view_b)
+    if flag_values.method == "pirl":
+        # The step takes (images, indices); end to end, the model's augmenter makes the
+        # image view and, separately, the jigsaw's input inside the step, as in `fit`.
+        synthetic_data = (images, tf.range(batch))
+        model.augmenter = None
+        synthetic_step.get_concrete_function(synthetic_data)  # traced without augmentation
+        model.augmenter = augmenter
+        augmented_step = tf.function(model.train_step, jit_compile=jit)
+
+        def end_to_end_step():
+            return augmented_step(synthetic_data)
+    elif flag_values.augment_in == "step":
         # The same ops as `fit` on images with `augmenter=`: make_views augments the
         # batch twice, then the method's train step runs on the two views.
         @tf.function(jit_compile=jit)
@@ -243,13 +278,13 @@ def benchmark_ssl(flag_values):
             float(step_fn()["loss"])  # waits for the step, as the reference's float(loss)
         return time.perf_counter() - start
 
-    run(lambda: synthetic_step((view_a, view_b)), flag_values.warmup)
+    run(lambda: synthetic_step(synthetic_data), flag_values.warmup)
     run(end_to_end_step, flag_values.warmup)
     # The peak is measured before and after the steps (best of both): the machine is shared.
     peak_before = matmul_peak_gflops(flag_values.matmul_size)
     synthetic_seconds, end_to_end_seconds = [], []
     for _ in range(flag_values.rounds):
-        synthetic_seconds.append(run(lambda: synthetic_step((view_a, view_b)), flag_values.steps))
+        synthetic_seconds.append(run(lambda: synthetic_step(synthetic_data), flag_values.steps))
         end_to_end_seconds.append(run(end_to_end_step, flag_values.steps))
     images_timed = batch * flag_values.steps
     images_per_sec = _median_rate(images_timed, synthetic_seconds)
@@ -260,6 +295,17 @@ def benchmark_ssl(flag_values):
         flops, flop_method = forward_flops(model, (2 * batch,) + image_shape)
         step_flops = 3.0 * flops
         flop_detail = "3 x forward(2N views): forward + backward (~2x forward)"
+    elif flag_values.method == "pirl":
+        flops, flop_method = forward_flops(model, (batch,) + image_shape)
+        patches_shape = model.jigsaw.patch_shape(image_shape)
+        patch_spec = tf.TensorSpec((9 * batch,) + tuple(patches_shape), tf.float32)
+        flops += profiler_flops(lambda p: model.encoder(p, training=True), patch_spec)
+        # NCE of the image and of the patches against the negatives and the positive.
+        logits_flops = (2 * 2.0 * batch * (flag_values.num_negatives + 1)
+                        * flag_values.projection_dim)
+        step_flops = 3.0 * (flops + logits_flops)
+        flop_detail = ("3 x (forward(N images) + encoder(9N patches) + logits against the "
+                       "negatives): forward + backward")
     else:
         flops, flop_method = forward_flops(model, (batch,) + image_shape)
         logits_flops = 2.0 * batch * (flag_values.queue_size + 1) * flag_values.projection_dim
@@ -281,12 +327,14 @@ def benchmark_ssl(flag_values):
         "mixed_precision": flag_values.mixed_precision,
         "fused_batch_norm": flag_values.fused_batch_norm,
         "optimizer": f"SGD(lr={flag_values.learning_rate}, momentum=0.9)",
-        "projection_head": f"{model.encoder.output_shape[-1]}->"
-                           f"{flag_values.projection_hidden_dim}->{flag_values.projection_dim}",
+        "projection_head": (f"{model.encoder.output_shape[-1]}->{flag_values.projection_dim}"
+                            if flag_values.method == "pirl" else
+                            f"{model.encoder.output_shape[-1]}->"
+                            f"{flag_values.projection_hidden_dim}->{flag_values.projection_dim}"),
         "images_per_sec": images_per_sec,
         "images_per_sec_end_to_end": images_per_sec_end_to_end,
         "end_to_end_fraction": images_per_sec_end_to_end / images_per_sec,
-        "augment_in": flag_values.augment_in,
+        "augment_in": "step" if flag_values.method == "pirl" else flag_values.augment_in,
         "images_per_sec_rounds": [images_timed / s for s in synthetic_seconds],
         "images_per_sec_end_to_end_rounds": [images_timed / s for s in end_to_end_seconds],
         "gflop_per_step": step_flops / 1e9,
@@ -295,6 +343,10 @@ def benchmark_ssl(flag_values):
         "matmul_peak_gflops": peak,
         "fraction_of_matmul_peak": gflops_per_sec / peak,
     }
+    if flag_values.method == "pirl":
+        result.update({"num_negatives": flag_values.num_negatives,
+                       "bank_size": flag_values.bank_size,
+                       "patch_shape": list(model.jigsaw.patch_shape(image_shape))})
     if flag_values.method == "moco":
         result.update({"bn_splits": flag_values.bn_splits, "queue_size": flag_values.queue_size,
                        "momentum": 0.99})
@@ -454,7 +506,7 @@ def run(flag_values):
     if flag_values.mixed_precision != "none":
         keras.mixed_precision.set_global_policy(f"mixed_{flag_values.mixed_precision}")
     try:
-        if flag_values.method in ("simclr", "moco"):
+        if flag_values.method in ("simclr", "moco", "pirl"):
             result = benchmark_ssl(flag_values)
         elif flag_values.method == "pcd_rbm":
             result = benchmark_pcd_rbm(flag_values)

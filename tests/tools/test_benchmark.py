@@ -38,9 +38,10 @@ SSL_KEYS = ["images_per_sec", "images_per_sec_end_to_end", "gflops_per_sec",
             "matmul_peak_gflops", "gflop_per_step", "end_to_end_fraction"]
 
 
-@pytest.mark.parametrize("method", ["simclr", "moco"])
+@pytest.mark.parametrize("method", ["simclr", "moco", "pirl"])
 def test_ssl_benchmark_reports_throughput_and_flops(method):
-    extra = ["--queue_size=32"] if method == "moco" else []
+    extra = {"moco": ["--queue_size=32"],
+             "pirl": ["--num_negatives=16", "--bank_size=64"]}.get(method, [])
     result = run_benchmark(f"--method={method}", *TINY_SSL, *extra)
     assert result["method"] == method
     assert result["batch_size"] == 8 and result["jit_compile"] is False
@@ -49,6 +50,10 @@ def test_ssl_benchmark_reports_throughput_and_flops(method):
     assert result["flop_method"]
     if method == "moco":
         assert result["bn_splits"] == 1 and result["queue_size"] == 32
+    if method == "pirl":
+        # 8x8 images resized to 9x9 for the 3x3 jigsaw: 3x3 patches; a linear image head.
+        assert result["patch_shape"] == [3, 3, 3] and result["num_negatives"] == 16
+        assert result["projection_head"] == "16->8"
 
 
 def test_ssl_benchmark_bfloat16_and_pipeline_augmentation():
