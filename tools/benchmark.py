@@ -196,8 +196,19 @@ def build_ssl_model(flag_values, image_shape, augmenter=None):
     from keras_ebm.methods.simclr import SimCLR
 
     hidden = (flag_values.projection_hidden_dim,)
-    if flag_values.method == "pirl":
-        # The encoder sees the images and their patches: fully convolutional.
+    if flag_values.method == "simclr":
+        # lightly's SimCLRProjectionHead(512, 512, 128): Linear -> BN -> ReLU -> Linear.
+        head = ProjectionHead(hidden, flag_values.projection_dim, batch_norm=True)
+        model = SimCLR(get_backbone(flag_values.backbone, image_shape), head, temperature=0.5)
+    elif flag_values.method == "moco":
+        # lightly's MoCoProjectionHead(512, 512, 128): Linear -> ReLU -> Linear.
+        head = ProjectionHead(hidden, flag_values.projection_dim, batch_norm=False)
+        model = MoCo(get_backbone(flag_values.backbone, image_shape), head,
+                     queue_size=flag_values.queue_size, momentum=0.99, temperature=0.2,
+                     bn_splits=flag_values.bn_splits)
+    else:
+        # PIRL: the encoder sees the images and their patches, so it is fully convolutional;
+        # the augmenter is PIRL's own (it augments inside its step).
         encoder = get_backbone(flag_values.backbone, (None, None, image_shape[-1]))
         side = 3 * math.ceil(image_shape[0] / 3)
         model = PIRL(encoder, ProjectionHead((), flag_values.projection_dim, batch_norm=False),
@@ -205,17 +216,6 @@ def build_ssl_model(flag_values, image_shape, augmenter=None):
                      num_negatives=flag_values.num_negatives, temperature=0.07,
                      bank_size=flag_values.bank_size, augmenter=augmenter,
                      jigsaw=Jigsaw(grid_size=3, resize_to=None if side == image_shape[0] else side))
-    else:
-        encoder = get_backbone(flag_values.backbone, image_shape)
-    if flag_values.method == "simclr":
-        # lightly's SimCLRProjectionHead(512, 512, 128): Linear -> BN -> ReLU -> Linear.
-        head = ProjectionHead(hidden, flag_values.projection_dim, batch_norm=True)
-        model = SimCLR(encoder, head, temperature=0.5)
-    elif flag_values.method == "moco":
-        # lightly's MoCoProjectionHead(512, 512, 128): Linear -> ReLU -> Linear.
-        head = ProjectionHead(hidden, flag_values.projection_dim, batch_norm=False)
-        model = MoCo(encoder, head, queue_size=flag_values.queue_size, momentum=0.99,
-                     temperature=0.2, bn_splits=flag_values.bn_splits)
     set_fused_batch_norm(model, flag_values.fused_batch_norm)
     model.compile(optimizer=keras.optimizers.SGD(flag_values.learning_rate, momentum=0.9))
     model.optimizer.build(model.trainable_variables)
