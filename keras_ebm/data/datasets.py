@@ -154,6 +154,14 @@ class ImageDataset:
     ):
         """Returns the train split as a batched, prefetched `tf.data.Dataset`.
 
+        The dataset does its own shuffling (`shuffle` here), so pass
+        `shuffle=False` to `Model.fit`: Keras's `fit` defaults to
+        `shuffle=True`, cannot shuffle a `tf.data.Dataset`, and warns
+        "`shuffle=True` was passed, but will be ignored since the data `x` was
+        provided as a tf.data.Dataset" otherwise. The warning is harmless (the
+        data is shuffled here either way) but can only be silenced at the
+        `fit` call.
+
         Args:
             batch_size: Integer, the batch size.
             shuffle: Boolean, whether to shuffle (reshuffled each epoch).
@@ -174,6 +182,11 @@ class ImageDataset:
 
         Raises:
             DataError: if `batch_size` exceeds the number of train images.
+
+        Example:
+
+        >>> data = load("digits")
+        >>> model.fit(data.train_dataset(256), epochs=10, shuffle=False)
         """
         num_examples = len(self.x_train)
         if batch_size < 1 or batch_size > num_examples:

@@ -5,6 +5,11 @@ import math
 import keras
 import tensorflow as tf
 
+try:  # Private, but the only way to see that a tf.function is being compiled by XLA.
+    from tensorflow.python.ops import control_flow_util as _control_flow_util
+except ImportError:  # pragma: no cover - a TensorFlow without the module
+    _control_flow_util = None
+
 
 def _bernoulli(probabilities, uniform=None):
     """Draws {0, 1} samples with the given probabilities (same dtype).
@@ -15,6 +20,24 @@ def _bernoulli(probabilities, uniform=None):
         uniform = tf.random.uniform(tf.shape(probabilities), dtype=probabilities.dtype)
     uniform = tf.cast(uniform, probabilities.dtype)
     return tf.cast(uniform < probabilities, probabilities.dtype)
+
+
+class RBMInputError(ValueError):
+    """A `ValueError` about the RBM's inputs, its one-line message kept as is.
+
+    Keras wraps errors raised in a layer's `call` into a multi-line
+    "Exception encountered when calling ..." message unless the error says
+    its call information is already injected.
+    """
+
+    _keras_call_info_injected = True
+
+
+def _in_xla_context():
+    """True while tracing a function that XLA will compile (`jit_compile=True`, TPUs)."""
+    if _control_flow_util is None or tf.executing_eagerly():
+        return False
+    return _control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
 
 
 def _binary_states(num_bits, dtype="float32"):
@@ -50,7 +73,19 @@ class RBM(keras.layers.Layer):
         visible_bias_initializer: initializer of `visible_bias`. Defaults to
             `"zeros"`; use `set_visible_bias_from_data` for log(p / (1 - p)).
         hidden_bias_initializer: initializer of `hidden_bias`. Defaults to `"zeros"`.
+        check_binary: bool, make `call`, `free_energy`, `log_prob` and
+            `set_visible_bias_from_data` check that the visible values are 0
+            or 1 (a `ValueError` eagerly, an `InvalidArgumentError` from a
+            `tf.function`). Pass False to feed probabilities, e.g. grey
+            levels in [0, 1] or the mean-field samples of
+            `Gibbs(mean_field_visible=True)` in contrastive divergence.
+            Under XLA (`jit_compile=True`, which Keras's default
+            `jit_compile="auto"` picks on GPUs) the check is skipped: XLA
+            ignores assert ops and cannot compile the message. Defaults to True.
         **kwargs: base layer keyword arguments.
+
+    Inputs must have shape [batch, num_visible]; any other shape raises a
+    `ValueError` naming it (e.g. images [batch, 8, 8] must be flattened).
 
     Example:
 
@@ -71,9 +106,11 @@ class RBM(keras.layers.Layer):
         kernel_initializer=None,
         visible_bias_initializer="zeros",
         hidden_bias_initializer="zeros",
+        check_binary=True,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.check_binary = bool(check_binary)
         self.num_visible = int(num_visible)
         self.num_hidden = int(num_hidden)
         self.kernel_initializer = keras.initializers.get(
@@ -104,8 +141,97 @@ class RBM(keras.layers.Layer):
     def call(self, visible):
         return self.free_energy(visible)
 
+    def _visible_tensor(self, visible):
+        """`visible` as a compute-dtype tensor, after checking it is [batch, num_visible]."""
+        visible = tf.convert_to_tensor(visible)
+        shape = visible.shape
+        if shape.rank is not None and (
+            shape.rank != 2 or shape[-1] not in (None, self.num_visible)
+        ):
+            hint = (
+                "; flatten them first, e.g. x.reshape(len(x), -1)"
+                if shape.rank > 2 and shape[1:].num_elements() == self.num_visible
+                else ""
+            )
+            raise RBMInputError(
+                f"RBM: expected inputs of shape (batch, {self.num_visible}), "
+                f"got {tuple(shape)}{hint}"
+            )
+        return tf.cast(visible, self.compute_dtype)
+
+    @staticmethod
+    def _binary_message(low, high, threshold):
+        return (
+            f"RBM: inputs must be binary (0 or 1); got values in [{low}, {high}]. "
+            f"Binarise them, e.g. (x > {threshold}), or pass RBM(..., check_binary=False) "
+            "to use values in [0, 1] as probabilities"
+        )
+
+    def check_inputs(self, visible):
+        """Checks that `visible` is [batch, num_visible] and, with `check_binary`, 0 or 1.
+
+        Called by `call`, `free_energy`, `log_prob` and
+        `set_visible_bias_from_data`. Eagerly it raises `ValueError`; inside
+        a `tf.function` the binary check is a graph assertion that raises
+        `tf.errors.InvalidArgumentError` with the same message when it runs
+        (skipped under XLA, which cannot compile it). It costs two
+        comparisons per value and a reduction; the minimum and maximum of
+        the message are computed only on failure.
+
+        Args:
+            visible: tensor or array [batch, num_visible].
+
+        Returns:
+            `visible` as a tensor of the compute dtype, to use in place of the input.
+
+        Raises:
+            ValueError: if the shape is wrong, or (eagerly) a value is not 0 or 1.
+
+        Example:
+
+        >>> rbm = RBM(64, 16)
+        >>> rbm.check_inputs(load_digits().data)   # grey levels 0..16
+        ValueError: RBM: inputs must be binary (0 or 1); got values in [0, 16]. ...
+        """
+        visible = self._visible_tensor(visible)
+        if not self.check_binary:
+            return visible
+        is_binary = tf.reduce_all(tf.logical_or(tf.equal(visible, 0), tf.equal(visible, 1)))
+        if tf.executing_eagerly():
+            if not bool(is_binary):
+                if not bool(tf.reduce_all(tf.math.is_finite(visible))):
+                    raise RBMInputError(
+                        "RBM: inputs must be binary (0 or 1); got NaN or infinite values"
+                    )
+                low = float(tf.reduce_min(visible))
+                high = float(tf.reduce_max(visible))
+                raise RBMInputError(
+                    self._binary_message(f"{low:g}", f"{high:g}", f"{(low + high) / 2:g}")
+                )
+            return visible
+        if _in_xla_context():
+            # XLA ignores Assert ops and cannot compile the string formatting:
+            # compiling the check would only break `jit_compile=True`.
+            return visible
+
+        def fail():
+            low, high = tf.reduce_min(visible), tf.reduce_max(visible)
+            message = tf.strings.format(
+                self._binary_message("{}", "{}", "{}"), (low, high, (low + high) / 2)
+            )
+            with tf.control_dependencies([tf.debugging.Assert(False, [message])]):
+                return tf.identity(is_binary)
+
+        checked = tf.cond(is_binary, lambda: tf.identity(is_binary), fail)
+        with tf.control_dependencies([checked]):
+            return tf.identity(visible)
+
     def free_energy(self, visible):
-        """F(v) = -v . b - sum_j softplus(c_j + v W_j), shape [batch]."""
+        """F(v) = -v . b - sum_j softplus(c_j + v W_j), shape [batch]; checks v (`check_inputs`)."""
+        return self._free_energy(self.check_inputs(visible))
+
+    def _free_energy(self, visible):
+        """The free energy without the input checks."""
         visible = tf.cast(visible, self.compute_dtype)
         hidden_preactivation = tf.matmul(visible, self.kernel) + self.hidden_bias
         return -tf.linalg.matvec(visible, self.visible_bias) - tf.reduce_sum(
@@ -114,7 +240,7 @@ class RBM(keras.layers.Layer):
 
     def joint_energy(self, visible, hidden):
         """E(v, h) = -v . b - h . c - v^T W h, shape [batch]."""
-        visible = tf.cast(visible, self.compute_dtype)
+        visible = self._visible_tensor(visible)
         hidden = tf.cast(hidden, self.compute_dtype)
         return (
             -tf.linalg.matvec(visible, self.visible_bias)
@@ -124,7 +250,7 @@ class RBM(keras.layers.Layer):
 
     def hidden_probabilities(self, visible):
         """p(h = 1 | v) = sigmoid(c + v W), shape [batch, num_hidden]."""
-        visible = tf.cast(visible, self.compute_dtype)
+        visible = self._visible_tensor(visible)
         return tf.sigmoid(tf.matmul(visible, self.kernel) + self.hidden_bias)
 
     def visible_probabilities(self, hidden):
@@ -164,7 +290,7 @@ class RBM(keras.layers.Layer):
             )
         else:
             visible = _binary_states(self.num_visible, self.compute_dtype)
-            log_unnormalised = -self.free_energy(visible)
+            log_unnormalised = -self._free_energy(visible)
         return tf.reduce_logsumexp(log_unnormalised)
 
     def log_prob(self, visible):
@@ -176,7 +302,9 @@ class RBM(keras.layers.Layer):
 
         This is the initialisation recommended in Hinton's practical guide
         (section 8); the RBM then starts at the independent-pixel model.
+        `visible` is checked as in `check_inputs`.
         """
+        visible = self.check_inputs(visible)
         mean = tf.reduce_mean(tf.cast(visible, self.variable_dtype), axis=0)
         mean = tf.clip_by_value(mean, epsilon, 1.0 - epsilon)
         self.visible_bias.assign(tf.math.log(mean) - tf.math.log1p(-mean))
@@ -190,6 +318,7 @@ class RBM(keras.layers.Layer):
             {
                 "num_visible": self.num_visible,
                 "num_hidden": self.num_hidden,
+                "check_binary": self.check_binary,
                 "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
                 "visible_bias_initializer": keras.initializers.serialize(
                     self.visible_bias_initializer
