@@ -10,9 +10,8 @@ import shutil
 import keras
 import numpy as np
 import tensorflow as tf
-from keras.src.saving import saving_lib
-from keras.src.saving.keras_saveable import KerasSaveable
-from keras.src.utils import naming
+
+from keras_ebm import keras_compat
 
 _SNAPSHOT = re.compile(r"epoch-\d{5}\.weights\.h5")
 
@@ -134,7 +133,7 @@ class EpochTensorBoard(keras.callbacks.TensorBoard):
     At epoch frequency Keras's callback still calls `tf.summary.scalar` for
     every metric after every batch, with no default writer, so nothing is
     written; each such call grows the process's native memory (about 8 KiB
-    per epoch of 4 batches in the MoCo digits soak, README "Soak"). This
+    per epoch of 4 batches in the MoCo digits soak, docs/resume.md "Soak"). This
     subclass skips those calls and writes the same event files: the epoch
     scalars (`epoch_loss`, ..., `epoch_learning_rate`), the graph and any
     profile. Other update frequencies behave as Keras's.
@@ -160,8 +159,12 @@ class EpochTensorBoard(keras.callbacks.TensorBoard):
 
 def checkpoint_epoch(backup_dir):
     """The epoch a rerun resumes from: the last one the backup in `backup_dir` saved (0 if none)."""
+    return _saved_epoch(os.path.join(backup_dir, "training_metadata.json"))
+
+
+def _saved_epoch(metadata_path):
     try:
-        with open(os.path.join(backup_dir, "training_metadata.json")) as f:
+        with open(metadata_path) as f:
             return int(json.load(f)["epoch"])
     except (OSError, ValueError, KeyError, TypeError):
         return 0
@@ -208,10 +211,13 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
         self.keep_checkpoints = int(keep_checkpoints)
         self.resumed_epoch = 0
         self._writer = None
+        self._epoch = 0  # what the next save records: epochs done, last batch seen
+        self._batch = 0
+        self._batches_since_save = 0
 
     def on_train_begin(self, logs=None):
-        super().on_train_begin(logs)
-        self.resumed_epoch = int(getattr(self.model, "_initial_epoch", 0) or 0)
+        super().on_train_begin(logs)  # Keras loads the backup, if there is one
+        self.resumed_epoch = _saved_epoch(keras_compat.backup_paths(self)[1])
         if self.resumed_epoch:
             print(f"Resuming from epoch {self.resumed_epoch} (checkpoint in {self.backup_dir})",
                   flush=True)
@@ -223,104 +229,51 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
         names = sorted(n for n in os.listdir(self.backup_dir) if _SNAPSHOT.fullmatch(n))
         return [os.path.join(self.backup_dir, n) for n in names]
 
-    def _save_model(self):
-        # Keras's BackupAndRestore._save_model, with two changes: the files are written
-        # to a temporary name and renamed into place, and the weights go through
-        # `_WeightsFileWriter` instead of `model.save_weights` (which grows the process's
-        # native memory by about 70 KiB per call between train steps: README, "Soak").
+    # Keras's BackupAndRestore saves from these two hooks (through its private
+    # `_save_model`); this callback saves from them through `_save_backup`.
+    def on_epoch_end(self, epoch, logs=None):
+        self._epoch, self._batch = epoch + 1, 0
+        if self.save_freq == "epoch":
+            self._save_backup()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.save_freq == "epoch":
+            return
+        # Keras's count, which allows steps_per_execution > 1.
+        self._batches_since_save += batch + 1 if batch <= self._batch else batch - self._batch
+        self._batch = batch
+        if self._batches_since_save >= self.save_freq:
+            self._batches_since_save = 0
+            self._save_backup()
+
+    def _save_backup(self):
+        # What Keras's BackupAndRestore saves, in the files it loads, with two changes:
+        # the files are written to a temporary name and renamed into place, and the
+        # weights go through `keras_compat.weights_file_writer` instead of
+        # `model.save_weights` (which grows the process's native memory by about
+        # 70 KiB per call between train steps: docs/resume.md, "Soak").
+        weights_path, metadata_path = keras_compat.backup_paths(self)
         os.makedirs(self.backup_dir, exist_ok=True)
         if self.double_checkpoint:
-            for path in (self._weights_path, self._training_metadata_path):
+            for path in (weights_path, metadata_path):
                 if os.path.exists(path):
                     shutil.copyfile(path, path + ".tmp")
                     os.replace(path + ".tmp", path + ".bkp")
         if self._writer is None or self._writer.model is not self.model:
-            self._writer = _WeightsFileWriter(self.model)
-        self._writer.write(self._weights_path + ".tmp")
-        metadata = {"epoch": self._current_epoch, "batch": self._last_batch_seen}
-        with open(self._training_metadata_path + ".tmp", "w") as f:
-            f.write(json.dumps(metadata))
-        os.replace(self._weights_path + ".tmp", self._weights_path)
-        os.replace(self._training_metadata_path + ".tmp", self._training_metadata_path)
+            self._writer = keras_compat.weights_file_writer(self.model)
+        self._writer.write(weights_path + ".tmp")
+        with open(metadata_path + ".tmp", "w") as f:
+            f.write(json.dumps({"epoch": self._epoch, "batch": self._batch}))
+        os.replace(weights_path + ".tmp", weights_path)
+        os.replace(metadata_path + ".tmp", metadata_path)
         if not self.keep_checkpoints:
             return
-        snapshot = os.path.join(self.backup_dir, f"epoch-{self._current_epoch:05d}.weights.h5")
+        snapshot = os.path.join(self.backup_dir, f"epoch-{self._epoch:05d}.weights.h5")
         staging = snapshot + ".tmp"
-        shutil.copyfile(self._weights_path, staging)
+        shutil.copyfile(weights_path, staging)
         os.replace(staging, snapshot)  # a kill never leaves a half-written snapshot
         for old in self.snapshots()[:-self.keep_checkpoints]:
             os.remove(old)
 
 
-def _find_saveables(obj, path, visited, found):
-    """The (path, metadata, object) of each object `model.save_weights` asks to save itself.
-
-    The same walk, order and paths as Keras's `saving_lib._save_state` (checked
-    against `save_weights` files in tests/ebm/test_data_and_callbacks.py).
-    """
-    if id(obj) in visited:
-        return
-    if hasattr(obj, "save_own_variables"):
-        name = getattr(obj, "name", None)
-        found.append((path, {"name": name} if isinstance(name, str) else None, obj))
-    visited.add(id(obj))
-    for attribute, child in saving_lib._walk_saveable(obj):
-        child_path = f"{path}/{attribute}" if path else attribute
-        if isinstance(child, KerasSaveable):
-            _find_saveables(child, child_path, visited, found)
-        elif isinstance(child, (list, dict, tuple)):
-            _find_container_saveables(child, child_path, visited, found, set())
-
-
-def _find_container_saveables(container, path, visited, found, visited_containers):
-    """`_find_saveables` for a list, tuple or dict (Keras's `_save_container_state`)."""
-    if id(container) in visited_containers:
-        return
-    visited_containers.add(id(container))
-    used_names = {}
-    for item in (container.values() if isinstance(container, dict) else container):
-        if isinstance(item, KerasSaveable):
-            name = saving_lib._get_unique_name(naming.to_snake_case(type(item).__name__),
-                                               used_names)
-            _find_saveables(item, f"{path}/{name}", visited, found)
-        elif isinstance(item, (list, dict, tuple)):
-            name = saving_lib._get_unique_name("container", used_names)
-            _find_container_saveables(item, f"{path}/{name}", visited, found,
-                                      visited_containers)
-
-
-class _WeightsFileWriter:
-    """Writes `model.save_weights`'s `.weights.h5` file, walking the model only once.
-
-    Keras finds what to save by reading every attribute of the model, its
-    layers and its optimizer. Done once per epoch between train steps, that
-    walk grows the process's native memory by about 70 KiB per call (README,
-    "Soak"). This writer walks once, keeps the objects found, and then has
-    each save its variables into Keras's own HDF5 store, as `save_weights`
-    does; it walks again only if the number of model or optimizer variables
-    changes. The file is the one `save_weights` writes, and `load_weights`
-    reads it.
-    """
-
-    def __init__(self, model):
-        self.model = model
-        self._saveables = None
-        self._signature = None
-
-    def _variable_count(self):
-        optimizer = getattr(self.model, "optimizer", None)
-        return (len(self.model.variables),
-                len(optimizer.variables) if optimizer is not None else 0)
-
-    def write(self, path):
-        """Writes the model's current variables to `path` (overwriting it)."""
-        if self._saveables is None or self._signature != self._variable_count():
-            self._saveables = []
-            _find_saveables(self.model, "", set(), self._saveables)
-            self._signature = self._variable_count()
-        store = saving_lib.H5IOStore(path, mode="w")
-        try:
-            for inner_path, metadata, saveable in self._saveables:
-                saveable.save_own_variables(store.make(inner_path, metadata=metadata))
-        finally:
-            store.close()
+_WeightsFileWriter = keras_compat.weights_file_writer  # the backup's writer (tests use it)

@@ -31,6 +31,8 @@ import os
 
 import tensorflow as tf
 
+from keras_ebm import keras_compat
+
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 
 
@@ -105,8 +107,7 @@ def is_chief(strategy=None):
     """
     strategy = strategy or tf.distribute.get_strategy()
     resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not getattr(strategy.extended, "_in_multi_worker_mode",
-                                       lambda: False)():
+    if resolver is None or not keras_compat.multi_worker_mode(strategy):
         return True
     task_type, task_id = resolver.task_type, resolver.task_id
     if task_type == "chief" or task_type is None:
@@ -119,7 +120,7 @@ def in_multi_worker_mode(strategy=None):
     """True under a `MultiWorkerMirroredStrategy` whose cluster has several workers."""
     strategy = strategy or tf.distribute.get_strategy()
     return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-            and strategy.extended._in_multi_worker_mode())
+            and keras_compat.multi_worker_mode(strategy))
 
 
 def step_logs(logs):
@@ -287,15 +288,7 @@ def update_state(fn, *args, anchor=None):
 def _sublayers(layer):
     # Every layer inside `layer` (itself included), nested models and custom
     # layers such as ProjectionHead too.
-    flatten = getattr(layer, "_flatten_layers", None)
-    if flatten is not None:
-        return list(flatten(include_self=True, recursive=True))
-    found, stack = [], [layer]
-    while stack:
-        current = stack.pop()
-        found.append(current)
-        stack.extend(getattr(current, "layers", []))
-    return found
+    return keras_compat.flatten_layers(layer)
 
 
 def sync_batch_norm(layer, synchronized=True):

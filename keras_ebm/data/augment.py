@@ -15,6 +15,8 @@ import math
 import keras
 import tensorflow as tf
 
+from keras_ebm import keras_compat
+
 
 def _as_pair(value, name):
     if isinstance(value, (tuple, list)):
@@ -155,7 +157,7 @@ class RandomResizedCrop(keras.layers.Layer):
         self.seed_generator = keras.random.SeedGenerator(seed)
         # The generator's state is saved with the weights, so a resumed run
         # draws the same augmentations as an uninterrupted one.
-        self._track_variable(self.seed_generator.state)
+        keras_compat.track_variable(self, self.seed_generator.state)
         self.supports_masking = False
 
     def _random_boxes(self, batch_size, image_height, image_width):
@@ -272,10 +274,10 @@ class RandomApply(keras.layers.Layer):
         self.seed_generator = keras.random.SeedGenerator(seed)
         # The generator's state is saved with the weights, so a resumed run
         # draws the same augmentations as an uninterrupted one.
-        self._track_variable(self.seed_generator.state)
+        keras_compat.track_variable(self, self.seed_generator.state)
         # ... and so is the wrapped layer's (Keras's random layers keep theirs
         # outside their weights).
-        _track_seed_generators(self, layer)
+        _track_seed_generators(self, layer, tracked=[self.seed_generator.state])
 
     def build(self, input_shape):
         if not self.layer.built:
@@ -346,14 +348,17 @@ class ClipValues(keras.layers.Layer):
         return config
 
 
-def _track_seed_generators(owner, layer):
-    """Registers the state of every SeedGenerator of `layer` (and sublayers) as a weight of `owner`."""
-    seen = {id(v) for v in owner._non_trainable_variables}  # its own, not its sublayers'
-    for sublayer in [layer, *layer._flatten_layers(include_self=False)]:
+def _track_seed_generators(owner, layer, tracked=()):
+    """Registers the state of every SeedGenerator of `layer` (and sublayers) as a weight of `owner`.
+
+    `tracked`: variables `owner` already holds as its own weights (not added twice).
+    """
+    seen = {id(v) for v in tracked}
+    for sublayer in keras_compat.flatten_layers(layer):
         for value in list(vars(sublayer).values()):
             if isinstance(value, keras.random.SeedGenerator) and id(value.state) not in seen:
                 seen.add(id(value.state))
-                owner._track_variable(value.state)
+                keras_compat.track_variable(owner, value.state)
 
 
 def _seed(seed, offset):

@@ -4,6 +4,8 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from keras_ebm import keras_compat
+
 
 @keras.saving.register_keras_serializable(package="keras_ebm")
 class FusedBatchNormalization(keras.layers.BatchNormalization):
@@ -52,7 +54,7 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
 
     def _fused_ok(self, inputs, mask):
         rank = len(inputs.shape)
-        return (self.fused and mask is None and not self.renorm
+        return (self.fused and mask is None and not getattr(self, "renorm", False)  # Keras >= 3.14
                 and not getattr(self, "synchronized", False) and rank in (2, 4) and self.axis in (-1, rank - 1)
                 and inputs.dtype in (tf.float32, tf.bfloat16, tf.float16))
 
@@ -108,7 +110,7 @@ def set_fused_batch_norm(layer, fused=True):
     20
     """
     count = 0
-    for sublayer in layer._flatten_layers(include_self=True, recursive=True):
+    for sublayer in keras_compat.flatten_layers(layer):
         if isinstance(sublayer, FusedBatchNormalization):
             sublayer.fused = bool(fused)
             count += 1
