@@ -235,8 +235,8 @@ def benchmark_ssl(flag_values):
     model = build_ssl_model(flag_values, image_shape, augmenter)
 
     rng = np.random.default_rng(0)
-    view_a = tf.constant(rng.normal(size=(batch,) + image_shape).astype("float32"))
-    view_b = tf.constant(rng.normal(size=(batch,) + image_shape).astype("float32"))
+    view_a = tf.constant(rng.random(size=(batch,) + image_shape).astype("float32"))
+    view_b = tf.constant(rng.random(size=(batch,) + image_shape).astype("float32"))
     images = tf.constant(rng.uniform(size=(batch,) + image_shape).astype("float32"))
 
     synthetic_step = tf.function(model.train_step, jit_compile=jit)

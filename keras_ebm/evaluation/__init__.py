@@ -4,7 +4,10 @@ from keras_ebm.evaluation.ais import ais_log_partition
 from keras_ebm.evaluation.density import grid_log_likelihood
 from keras_ebm.evaluation.density import grid_log_partition
 from keras_ebm.evaluation.knn import knn_accuracy
+from keras_ebm.evaluation.linear_probe import PROTOCOL
 from keras_ebm.evaluation.linear_probe import evaluate_features
+from keras_ebm.evaluation.linear_probe import evaluation_rows
+from keras_ebm.evaluation.linear_probe import format_table
 from keras_ebm.evaluation.linear_probe import linear_probe
 from keras_ebm.evaluation.log_partition import rbm_log_likelihood
 from keras_ebm.evaluation.log_partition import rbm_log_partition

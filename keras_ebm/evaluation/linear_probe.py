@@ -60,9 +60,10 @@ def linear_probe(
       which costs most with one label per class. ``C`` in [0.01, 10] does not
       change this by more than a point.
 
-    Learned features come at arbitrary scales, so keep the default
-    ``standardize=True`` for them (DESIGN.md's 91.9% for a random CNN at 10
-    labels per class is with standardised features). ``max_iter=1000`` is
+    keras_ebm's evaluation protocol (``PROTOCOL``, used by ``tools/train.py``,
+    the tools and every figure in the docs) uses ``standardize=False`` for
+    every row, raw pixels and learned features alike, because it reproduces
+    the raw-pixel reference exactly. ``max_iter=1000`` is
     enough for lbfgs on these problems; 10 draws on 1257 x 256 features take
     about a second.
 
@@ -124,6 +125,62 @@ def linear_probe(
     return dict(
         mean=float(np.mean(accuracies)), std=float(np.std(accuracies)), accuracies=accuracies
     )
+
+
+# The one evaluation protocol of keras_ebm: every probe and kNN figure in the
+# README, the docs, tools/train.py and the tools uses these settings.
+PROTOCOL = {"labels_per_class": (1, 10, None), "num_draws": 10, "seed": 0, "knn_k": 20,
+            "standardize": False}
+
+
+def evaluation_rows(dataset, encoders, num_draws=None, seed=None, raw_pixels=False,
+                    evaluate=True):
+    """Probes and kNN of each encoder's features under `PROTOCOL`, as table rows.
+
+    Args:
+        dataset: a `keras_ebm.data.ImageDataset` (x_train, y_train, x_test, y_test).
+        encoders: dict {row name: Keras model mapping images to features}.
+        num_draws, seed: override `PROTOCOL`'s label draws and seed.
+        raw_pixels: bool, add a "raw pixels" row first. Defaults to False.
+        evaluate: bool, False embeds only (the other workers of a multi-worker
+            run, whose predict takes part in collectives) and returns {}.
+
+    Returns:
+        dict {row name: `evaluate_features` result}.
+
+    Example:
+
+    >>> rows = evaluation_rows(dataset, {"simclr": model.encoder}, raw_pixels=True)
+    >>> print(format_table(rows))
+    """
+    features = {name: (encoder.predict(dataset.x_train, batch_size=512, verbose=0),
+                       encoder.predict(dataset.x_test, batch_size=512, verbose=0))
+                for name, encoder in encoders.items()}
+    if not evaluate:
+        return {}
+    if raw_pixels:
+        flat = lambda x: np.reshape(x, (len(x), -1))  # noqa: E731
+        features = {"raw pixels": (flat(dataset.x_train), flat(dataset.x_test)), **features}
+    # Few-label probes need that many labels of every class in the train split.
+    fewest = int(np.bincount(dataset.y_train, minlength=dataset.num_classes).min())
+    budgets = tuple(k for k in PROTOCOL["labels_per_class"] if k is None or k <= fewest)
+    return {name: evaluate_features(
+        train, dataset.y_train, test, dataset.y_test, labels_per_class=budgets,
+        num_draws=PROTOCOL["num_draws"] if num_draws is None else num_draws,
+        seed=PROTOCOL["seed"] if seed is None else seed, knn_k=PROTOCOL["knn_k"],
+        standardize=PROTOCOL["standardize"]) for name, (train, test) in features.items()}
+
+
+def format_table(rows):
+    """The rows of `evaluation_rows` as a text table of linear-probe and kNN accuracies."""
+    columns = ["probe_1", "probe_10", "probe_all", "knn"]
+    titles = ["1 label/class", "10 labels/class", "all labels", "kNN (k=20)"]
+    lines = ["linear-probe accuracy (mean over label draws) and kNN accuracy, test split",
+             f"{'features':<32}" + "".join(f"{t:>17}" for t in titles)]
+    for name, result in rows.items():
+        lines.append(f"{name:<32}" + "".join(
+            f"{100 * result[c]:>16.1f}%" if c in result else f"{'-':>17}" for c in columns))
+    return "\n".join(lines)
 
 
 def evaluate_features(

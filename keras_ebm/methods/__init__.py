@@ -1,9 +1,17 @@
-"""Methods: one ``keras.Model`` per algorithm, composing energy, samples and loss."""
+"""Methods: one ``keras.Model`` per algorithm, composing energy, samples and loss.
+
+Every method is a `Method` (one `train_step`); the self-supervised ones are
+`EmbeddingMethod`s (encoder, head, two views), the classical ones
+`EnergyMethod`s (an energy E(x)).
+"""
 
 from keras_ebm.methods.contrastive_divergence import ContrastiveDivergence
 from keras_ebm.methods.contrastive_embedding import ContrastiveEmbedding
 from keras_ebm.methods.denoising_autoencoder import DenoisingAutoencoder
+from keras_ebm.methods.embedding import EmbeddingMethod
+from keras_ebm.methods.energy_method import EnergyMethod
 from keras_ebm.methods.maximum_likelihood import MaximumLikelihood
+from keras_ebm.methods.method import Method
 from keras_ebm.methods.minimum_probability_flow import MinimumProbabilityFlow
 from keras_ebm.methods.moco import MoCo
 from keras_ebm.methods.noise_contrastive_estimation import NoiseContrastiveEstimation

@@ -55,56 +55,61 @@ class ContrastiveDivergence(EnergyMethod):
         energy based models", NeurIPS 2019.
     """
 
-    _config_objects = ("energy", "sampler", "replay_buffer")
+    tracker_names = ("loss", "energy_data", "energy_samples")
+    config_objects = ("energy", "sampler", "replay_buffer")
 
-    def __init__(self, energy, sampler, persistent=False, replay_buffer=None, chains_per_step=None, energy_l2=0.0, **kwargs):
-        super().__init__(energy, tracker_names=("loss", "energy_data", "energy_samples"), **kwargs)
+    def __init__(self, energy, sampler, persistent=False, replay_buffer=None, chains_per_step=None,
+                 energy_l2=0.0, **kwargs):
+        super().__init__(energy, **kwargs)
         if persistent and replay_buffer is None:
             raise ValueError(
                 "persistent=True needs a replay_buffer, e.g. "
-                "ReplayBuffer(size=num_chains, shape=x.shape[1:])."
-            )
+                "ReplayBuffer(size=num_chains, shape=x.shape[1:]).")
         self.sampler = sampler
         self.persistent = bool(persistent)
         self.replay_buffer = replay_buffer
         self.chains_per_step = None if chains_per_step is None else int(chains_per_step)
         self.energy_l2 = float(energy_l2)
+        self.build_now(tuple(replay_buffer.shape) if replay_buffer is not None else None)
 
-    def contrasted_samples(self, x_data):
-        """Runs the sampler from the data (CD) or from the persistent chains (PCD)."""
+    def contrasted_samples(self, x_data, training=True):
+        """Runs the sampler from the data (CD) or from the persistent chains (PCD).
+
+        The chains are kept only in training (`training=True`).
+        """
         if not self.persistent:
             return self.sampler(self.energy, x_data)
         x_init, indices = self.replay_buffer.sample(self.chains_per_step)
         x_samples = self.sampler(self.energy, tf.cast(x_init, x_data.dtype))
-        self.replay_buffer.update(indices, x_samples)
+        if training:
+            self.replay_buffer.update(indices, x_samples)
         return x_samples
 
+    def prepare(self, data, training):
+        x_data = super().prepare(data, training)
+        # 1. Contrasted samples: k MCMC steps, no gradient through the chain.
+        return x_data, tf.stop_gradient(self.contrasted_samples(x_data, training))
+
     def train_step(self, data):
+        # NOTE: an `epoch_dataset` element (one whole epoch of an RBM) runs
+        # `train_epoch`, the same update per minibatch inside one loop.
         if isinstance(data, dict) and "minibatches" in data:
             return self.train_epoch(data)
-        x_data, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        # 1. Contrasted samples: k MCMC steps, no gradient through the chain.
-        x_samples = tf.stop_gradient(self.contrasted_samples(x_data))
-        # 2.-3. Push down E(data), push up E(samples); gradients and update.
-        return self.update_trackers(**self._update(x_data, x_samples))
+        return super().train_step(data)
 
-    def _update(self, x_data, x_samples):
-        """One parameter update from a data batch and its contrasted samples."""
-        with tf.GradientTape() as tape:
-            # One forward pass over [data; samples] (as Du & Mordatch's code does).
-            energies = self.energy(tf.concat([x_data, tf.cast(x_samples, x_data.dtype)], 0),
-                                   training=True)
-            num_data = tf.shape(x_data)[0]
-            energy_data, energy_samples = energies[:num_data], energies[num_data:]
-            loss = tf.reduce_mean(energy_data) - tf.reduce_mean(energy_samples)
-            if self.energy_l2 > 0.0:
-                loss += self.energy_l2 * (
-                    tf.reduce_mean(tf.square(energy_data)) + tf.reduce_mean(tf.square(energy_samples))
-                )
-            scaled_loss = self.scale_loss(loss)  # this replica's share (tf.distribute)
-        gradients = tape.gradient(scaled_loss, self.trainable_variables)
-        self.optimizer.apply(gradients, self.trainable_variables)
-        return {"loss": loss, "energy_data": energy_data, "energy_samples": energy_samples}
+    def contrastive_loss(self, inputs, training):
+        x_data, x_samples = inputs
+        # 2. One forward pass over [data; samples] (as Du & Mordatch's code does).
+        energies = self.energy(tf.concat([x_data, tf.cast(x_samples, x_data.dtype)], 0),
+                               training=training)
+        num_data = tf.shape(x_data)[0]
+        energy_data, energy_samples = energies[:num_data], energies[num_data:]
+        # 3. Push down E(data), push up E(samples).
+        loss = tf.reduce_mean(energy_data) - tf.reduce_mean(energy_samples)
+        if self.energy_l2 > 0.0:
+            loss += self.energy_l2 * (tf.reduce_mean(tf.square(energy_data))
+                                      + tf.reduce_mean(tf.square(energy_samples)))
+        return loss, {"energy_data": energy_data, "energy_samples": energy_samples}
 
     # -- One whole epoch per train step (RBM + Gibbs) ---------------------------------------
     def check_epoch_program(self):
@@ -202,26 +207,13 @@ class ContrastiveDivergence(EnergyMethod):
             x = tf.stop_gradient(x)
             if self.persistent:
                 self.replay_buffer.update(None, x)
-            self.update_trackers(**self._update(x_data, x))
+            self.update_trackers(*self.update((x_data, x)))
             return i + 1
 
         tf.while_loop(lambda i: i < tf.shape(minibatches)[0], body, [tf.constant(0)])
         return {tracker.name: tracker.result() for tracker in self.metrics}
 
-    def test_step(self, data):
-        x_data, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        return self.update_trackers(energy_data=self.energy(x_data))
 
     def get_config(self):
-        config = super().get_config()
-        config.update({
-            "sampler": keras.saving.serialize_keras_object(self.sampler),
-            "persistent": self.persistent,
-            "replay_buffer": (
-                None if self.replay_buffer is None
-                else keras.saving.serialize_keras_object(self.replay_buffer)
-            ),
-            "chains_per_step": self.chains_per_step,
-            "energy_l2": self.energy_l2,
-        })
-        return config
+        return {**super().get_config(), "persistent": self.persistent,
+                "chains_per_step": self.chains_per_step, "energy_l2": self.energy_l2}

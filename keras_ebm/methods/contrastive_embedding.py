@@ -1,16 +1,16 @@
 """The siamese contrastive embedding of the lecture (DrLIM), with a cosine or L2 energy."""
 
 import keras
-import tensorflow as tf
 from keras import ops
 
 from keras_ebm.losses.margin import ENERGIES
 from keras_ebm.losses.margin import margin_loss
-from keras_ebm.methods.base import ContrastiveEmbeddingMethod
+from keras_ebm.methods.embedding import EmbeddingMethod
+from keras_ebm.methods.embedding import contrastive_accuracy
 
 
 @keras.saving.register_keras_serializable(package="keras_ebm")
-class ContrastiveEmbedding(ContrastiveEmbeddingMethod):
+class ContrastiveEmbedding(EmbeddingMethod):
     """A siamese network trained with a margin loss: the lecture's contrastive embedding.
 
     Energy: E(a, b) = 1 - cos(a, b) (`energy="cosine"`) or |a - b|
@@ -31,7 +31,8 @@ class ContrastiveEmbedding(ContrastiveEmbeddingMethod):
         energy: "cosine" (default) or "l2".
         margin: positive float, default 0.5; in units of the energy.
         augmenter: None, or a layer/callable making a random view (as SimCLR).
-        **kwargs: `keras.Model` keyword arguments.
+        **kwargs: `input_shape` (see `EmbeddingMethod`) and `keras.Model`
+            keyword arguments.
 
     Example:
 
@@ -48,6 +49,9 @@ class ContrastiveEmbedding(ContrastiveEmbeddingMethod):
         Verification using a "Siamese" Time Delay Neural Network, NIPS 1993.
     """
 
+    tracker_names = ("loss", "contrastive_accuracy", "projection_norm", "energy_positive",
+                     "energy_negative")
+
     def __init__(self, encoder, projection_head=None, energy="cosine", margin=0.5,
                  augmenter=None, **kwargs):
         if energy not in ENERGIES:
@@ -60,48 +64,25 @@ class ContrastiveEmbedding(ContrastiveEmbeddingMethod):
         super().__init__(encoder, projection_head, augmenter=augmenter, **kwargs)
         self.energy = energy
         self.margin = float(margin)
-        self.norm_tracker = keras.metrics.Mean(name="projection_norm")
-        self.energy_positive_tracker = keras.metrics.Mean(name="energy_positive")
-        self.energy_negative_tracker = keras.metrics.Mean(name="energy_negative")
-        self.build_from_encoder()
+        self.build_now()
 
-    @property
-    def metrics(self):
-        return super().metrics + [self.norm_tracker, self.energy_positive_tracker,
-                                  self.energy_negative_tracker]
-
-    def contrastive_loss(self, view_a, view_b, training):
-        # Siamese: one encoder and head for both views, run as one batch of 2N.
-        projections = self.project(ops.concatenate([view_a, view_b], axis=0), training=training)
-        projections_a, projections_b = ops.split(projections, 2, axis=0)
+    def contrastive_loss(self, inputs, training):
+        # 1. Siamese: one encoder and head for both views (one batch of 2N).
+        #    Positive pairs: two views of an image; negative: views of two images.
+        projections_a, projections_b = self.project_pair(*inputs, training=training)
+        # 2. The margin loss pushes positive energies down, negative ones up to the margin.
         loss, logits, labels = margin_loss(projections_a, projections_b, self.margin,
                                            self.energy)
-        self._track_energies(projections, logits)
-        return loss, logits, labels
-
-    def _track_energies(self, projections, logits):
         energies = -logits
         positives = ops.eye(ops.shape(energies)[0], dtype="float32")
         num_negatives = ops.maximum(ops.sum(1.0 - positives), 1.0)
-        self.norm_tracker.update_state(ops.norm(ops.cast(projections, "float32"), axis=-1))
-        self.energy_positive_tracker.update_state(ops.sum(energies * positives)
-                                                  / ops.sum(positives))
-        self.energy_negative_tracker.update_state(ops.sum(energies * (1.0 - positives))
-                                                  / num_negatives)
-
-    def train_step(self, data):
-        # 0. Two random views of every image: positive pairs; pairs across images: negative.
-        view_a, view_b = self.make_views(data)
-        with tf.GradientTape() as tape:
-            # 1. Forward: the energy of every pair of views; the margin loss
-            #    pushes positive energies down and negative ones up to the margin.
-            loss, logits, labels = self.contrastive_loss(view_a, view_b, training=True)
-            scaled_loss = self.scale_loss(loss)
-        # 2.-3. Gradients and the optimizer's update.
-        self.apply_gradients(tape, scaled_loss)
-        return self.update_trackers(loss, logits, labels)
+        projections = ops.concatenate([projections_a, projections_b], axis=0)
+        return loss, {
+            "contrastive_accuracy": contrastive_accuracy(logits, labels),
+            "projection_norm": ops.norm(ops.cast(projections, "float32"), axis=-1),
+            "energy_positive": ops.sum(energies * positives) / ops.sum(positives),
+            "energy_negative": ops.sum(energies * (1.0 - positives)) / num_negatives,
+        }
 
     def get_config(self):
-        config = super().get_config()
-        config.update({"energy": self.energy, "margin": self.margin})
-        return config
+        return {**super().get_config(), "energy": self.energy, "margin": self.margin}

@@ -79,7 +79,7 @@ class DenoisingAutoencoder(EnergyMethod):
             probability σ) or `"masking"` (zero each entry with probability σ).
             Defaults to `"gaussian"`.
         noise_level: float σ. Defaults to 0.5.
-        **kwargs: `keras.Model` keyword arguments.
+        **kwargs: `input_shape` and `keras.Model` keyword arguments.
 
     Example:
 
@@ -92,42 +92,35 @@ class DenoisingAutoencoder(EnergyMethod):
         denoising autoencoders", ICML 2008.
     """
 
-    _config_objects = ("autoencoder",)
+    tracker_names = ("loss", "energy_data", "energy_corrupted")
+    config_objects = ("autoencoder",)
 
     def __init__(self, autoencoder, noise="gaussian", noise_level=0.5, **kwargs):
         # The energy wraps the autoencoder and is built exactly when it is.
-        super().__init__(
-            ReconstructionEnergy(autoencoder, name="reconstruction_energy"),
-            tracker_names=("loss", "energy_data", "energy_corrupted"), **kwargs)
+        super().__init__(ReconstructionEnergy(autoencoder, name="reconstruction_energy"),
+                         **kwargs)
         corrupt(tf.zeros([1]), noise, noise_level)  # validates `noise`
         self.autoencoder = autoencoder
         self.noise = noise
         self.noise_level = float(noise_level)
+        self.build_now()
 
-    def train_step(self, data):
-        x_data, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+    def prepare(self, data, training):
+        x_data = super().prepare(data, training)
         # 1. Contrasted samples: corrupted copies of the data.
-        x_corrupted = corrupt(x_data, self.noise, self.noise_level)
-        # 2. Forward: reconstruct the clean point from the corrupted one.
-        with tf.GradientTape() as tape:
-            reconstruction = self.autoencoder(x_corrupted, training=True)
-            squared_error = tf.reshape(tf.square(reconstruction - x_data), [tf.shape(x_data)[0], -1])
-            loss = tf.reduce_mean(tf.reduce_sum(squared_error, axis=-1))
-            scaled_loss = self.scale_loss(loss)  # this replica's share (tf.distribute)
-        # 3. Gradients and update.
-        gradients = tape.gradient(scaled_loss, self.trainable_variables)
-        self.optimizer.apply(gradients, self.trainable_variables)
-        return self.update_trackers(
-            loss=loss, energy_data=self.energy(x_data), energy_corrupted=self.energy(x_corrupted))
+        return x_data, corrupt(x_data, self.noise, self.noise_level)
 
-    def test_step(self, data):
-        x_data, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        return self.update_trackers(energy_data=self.energy(x_data))
+    def contrastive_loss(self, inputs, training):
+        x_data, x_corrupted = inputs
+        # 2. Reconstruct the clean point from the corrupted one: the energy
+        #    ||x - r(x)||^2 falls on the data and rises off it.
+        reconstruction = self.autoencoder(x_corrupted, training=training)
+        squared_error = tf.reshape(tf.square(reconstruction - x_data), [tf.shape(x_data)[0], -1])
+        loss = tf.reduce_mean(tf.reduce_sum(squared_error, axis=-1))
+        return loss, {"energy_data": tf.stop_gradient(self.energy(x_data)),
+                      "energy_corrupted": tf.stop_gradient(self.energy(x_corrupted))}
 
     def get_config(self):
-        return {
-            "name": self.name,
-            "autoencoder": keras.saving.serialize_keras_object(self.autoencoder),
-            "noise": self.noise,
-            "noise_level": self.noise_level,
-        }
+        config = super().get_config()
+        config.pop("energy", None)
+        return {**config, "noise": self.noise, "noise_level": self.noise_level}

@@ -36,7 +36,7 @@ class MaximumLikelihood(EnergyMethod):
 
     Args:
         energy: an RBM, or a layer mapping binary x [batch, D <= 20] to energies.
-        **kwargs: `keras.Model` keyword arguments.
+        **kwargs: `input_shape` and `keras.Model` keyword arguments.
 
     Example:
 
@@ -49,27 +49,15 @@ class MaximumLikelihood(EnergyMethod):
         machines", Cognitive Science 1985.
     """
 
+    tracker_names = ("loss", "energy_data", "log_partition")
+
     def __init__(self, energy, **kwargs):
-        super().__init__(energy, tracker_names=("loss", "energy_data", "log_partition"), **kwargs)
+        super().__init__(energy, **kwargs)
+        self.build_now()
 
-    def compute_negative_log_likelihood(self, x_data, training=False):
-        """Returns (mean -log p(x), E(x) [batch], log Z)."""
-        energy_data = self.energy(x_data, training=training)
-        log_partition = exact_log_partition(self.energy, x_data.shape[-1])
-        return tf.reduce_mean(energy_data) + log_partition, energy_data, log_partition
-
-    def train_step(self, data):
-        x_data, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        # 1-2. Forward: the contrasted samples are all states, weighted by p, inside log Z.
-        with tf.GradientTape() as tape:
-            loss, energy_data, log_partition = self.compute_negative_log_likelihood(x_data, True)
-            scaled_loss = self.scale_loss(loss)  # this replica's share (tf.distribute)
-        # 3. Gradients and update.
-        gradients = tape.gradient(scaled_loss, self.trainable_variables)
-        self.optimizer.apply(gradients, self.trainable_variables)
-        return self.update_trackers(loss=loss, energy_data=energy_data, log_partition=log_partition)
-
-    def test_step(self, data):
-        x_data, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        loss, energy_data, log_partition = self.compute_negative_log_likelihood(x_data)
-        return self.update_trackers(loss=loss, energy_data=energy_data, log_partition=log_partition)
+    def contrastive_loss(self, inputs, training):
+        # The contrasted samples are all states, weighted by p, inside log Z.
+        energy_data = self.energy(inputs, training=training)
+        log_partition = exact_log_partition(self.energy, inputs.shape[-1])
+        return tf.reduce_mean(energy_data) + log_partition, {"energy_data": energy_data,
+                                                             "log_partition": log_partition}

@@ -3,12 +3,11 @@
 import keras
 import tensorflow as tf
 
-from keras_ebm.methods.energy_method import EnergyMethod
-from keras_ebm.methods.ratio_matching import neighbour_energies
+from keras_ebm.methods.ratio_matching import OneBitFlipMethod
 
 
 @keras.saving.register_keras_serializable(package="keras_ebm")
-class MinimumProbabilityFlow(EnergyMethod):
+class MinimumProbabilityFlow(OneBitFlipMethod):
     """Fits an energy by minimising the initial probability flow out of the data.
 
     With dynamics that connect each binary state to its D one-bit flips and
@@ -22,7 +21,7 @@ class MinimumProbabilityFlow(EnergyMethod):
 
     Args:
         energy: a layer mapping binary x [batch, D] to energies [batch].
-        **kwargs: `keras.Model` keyword arguments.
+        **kwargs: `input_shape` and `keras.Model` keyword arguments.
 
     Example:
 
@@ -34,33 +33,8 @@ class MinimumProbabilityFlow(EnergyMethod):
         learning", ICML 2011.
     """
 
-    def __init__(self, energy, **kwargs):
-        super().__init__(energy, tracker_names=("loss", "energy_data", "energy_flips"), **kwargs)
-
-    def compute_probability_flow(self, x_data, training=False):
-        """Returns (K, E(x) [batch], E(x') [batch, D])."""
-        # 1. Contrasted samples: the states connected to each data point.
+    def objective(self, energy_data, energy_flips):
         # NOTE: the paper drops connections between two data states; with
         # 64-bit digits such pairs are rare, so every one-bit flip is kept.
-        energy_data = self.energy(x_data, training=training)
-        energy_flips = neighbour_energies(self.energy, x_data, training=training)
-        # 2. Loss: the probability flow out of the data.
-        flow = tf.reduce_mean(
-            tf.reduce_sum(tf.exp(0.5 * (energy_data[:, None] - energy_flips)), axis=-1)
-        )
-        return flow, energy_data, energy_flips
-
-    def train_step(self, data):
-        x_data, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        with tf.GradientTape() as tape:
-            loss, energy_data, energy_flips = self.compute_probability_flow(x_data, training=True)
-            scaled_loss = self.scale_loss(loss)  # this replica's share (tf.distribute)
-        # 3. Gradients and update.
-        gradients = tape.gradient(scaled_loss, self.trainable_variables)
-        self.optimizer.apply(gradients, self.trainable_variables)
-        return self.update_trackers(loss=loss, energy_data=energy_data, energy_flips=energy_flips)
-
-    def test_step(self, data):
-        x_data, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        loss, energy_data, energy_flips = self.compute_probability_flow(x_data)
-        return self.update_trackers(loss=loss, energy_data=energy_data, energy_flips=energy_flips)
+        return tf.reduce_mean(tf.reduce_sum(tf.exp(0.5 * (energy_data[:, None] - energy_flips)),
+                                            axis=-1))

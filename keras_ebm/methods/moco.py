@@ -8,15 +8,17 @@ from keras_ebm import distribute
 from keras_ebm.layers.cosine_energy import normalize
 from keras_ebm.losses.info_nce import info_nce
 from keras_ebm.memory.queue import Queue
-from keras_ebm.methods.base import ContrastiveEmbeddingMethod
-from keras_ebm.methods.base import clone_layer
+from keras_ebm.methods.embedding import EmbeddingMethod
+from keras_ebm.methods.embedding import contrastive_accuracy
+from keras_ebm.methods.method import copy_model
+from keras_ebm.methods.method import paired_weights
 
 # Seeds the key shuffle of the shuffle-BN substitute, with the step counter.
 SHUFFLE_SEED = 1958
 
 
 @keras.saving.register_keras_serializable(package="keras_ebm")
-class MoCo(ContrastiveEmbeddingMethod):
+class MoCo(EmbeddingMethod):
     """MoCo (v2): momentum contrast with a queue of negative keys.
 
     Energy: E(q, k) = -cos(q, k) / temperature between a query q = g(f(x_q))
@@ -59,10 +61,13 @@ class MoCo(ContrastiveEmbeddingMethod):
         bn_splits: int, default 8. Groups with their own batch-norm statistics
             (1 disables the shuffle-BN substitute). The batch must hold at
             least `bn_splits` images.
-        **kwargs: `keras.Model` keyword arguments.
+        **kwargs: `input_shape` (see `EmbeddingMethod`) and `keras.Model`
+            keyword arguments.
 
     Attributes:
-        key_encoder, key_projection_head: the momentum copies (their weights
+        key_encoder, key_projection_head: the momentum copies, paired with
+            the query encoder and head weight by weight (by path, shapes
+            checked; any Keras model style works). Their weights
             are not trainable: the EMA moves them; their layers run in
             training mode, so batch norm uses the statistics of the shuffled
             key batch as in the paper; saved with the model).
@@ -96,16 +101,13 @@ class MoCo(ContrastiveEmbeddingMethod):
         self.momentum = float(momentum)
         self.temperature = float(temperature)
         self.bn_splits = int(bn_splits)
-        self.key_encoder = clone_layer(encoder)
-        self.key_projection_head = clone_layer(projection_head)
+        self.key_encoder = copy_model(encoder, "MoCo")
+        self.key_projection_head = copy_model(projection_head, "MoCo")
         self.queue = None
-        self.build_from_encoder()
+        self.build_now()
 
     def build_state(self, embedding_shape, projection_shape):
-        if not self.key_encoder.built:
-            self.key_encoder.build(self._encoder_input_shape() or embedding_shape)
-        if not self.key_projection_head.built:
-            self.key_projection_head.build(embedding_shape)
+        self.key_projection_head(self.key_encoder(self.zeros(self.example_shape)))
         # The key encoder starts as an exact copy of the query encoder.
         for key_weight, weight in self._weight_pairs():
             key_weight.assign(weight)
@@ -115,17 +117,11 @@ class MoCo(ContrastiveEmbeddingMethod):
             # MoCo's key encoder runs in training mode, with the statistics of
             # its (shuffled) batch, and updates its own moving averages.
             key_weight.trainable = False
-        if self.queue is None:
-            self.queue = Queue(self.queue_size, int(projection_shape[-1]), name="queue")
-
-    def build(self, input_shape):
-        if not self.key_encoder.built:
-            self.key_encoder.build(input_shape)
-        super().build(input_shape)
+        self.queue = Queue(self.queue_size, int(projection_shape[-1]), name="queue")
 
     def _weight_pairs(self):
-        return (list(zip(self.key_encoder.weights, self.encoder.weights))
-                + list(zip(self.key_projection_head.weights, self.projection_head.weights)))
+        return (paired_weights(self.key_encoder, self.encoder, "MoCo")
+                + paired_weights(self.key_projection_head, self.projection_head, "MoCo"))
 
     def momentum_update(self):
         """theta_k <- m theta_k + (1 - m) theta_q for the trainable weights.
@@ -176,39 +172,28 @@ class MoCo(ContrastiveEmbeddingMethod):
         # Put every projection back at its image's position (un-shuffle).
         return tf.gather(outputs, tf.argsort(order)) if shuffle else outputs
 
-    def contrastive_loss(self, view_a, view_b, training):
-        keys = ops.stop_gradient(normalize(self._encode_in_groups(
-            view_b, self.key_encoder, self.key_projection_head, training, shuffle=True)))
-        queries = self._encode_in_groups(view_a, self.encoder, self.projection_head, training,
-                                         shuffle=False)
-        loss, logits, labels = info_nce(queries, keys, self.queue.keys, self.temperature)
-        return loss, logits, labels, keys
-
-    def train_step(self, data):
-        # 0. Two views: the query view and the key view of each image.
-        view_query, view_key = self.make_views(data)
-        # 1. The key encoder follows the query encoder (EMA), then encodes the keys.
+    def before_update(self, inputs):
+        # 1. The key encoder follows the query encoder (EMA).
         self.momentum_update()
-        with tf.GradientTape() as tape:
-            # 2. Forward: energies of each query with its key and with the
-            #    queue; InfoNCE pushes the first down and the others up.
-            loss, logits, labels, keys = self.contrastive_loss(view_query, view_key, training=True)
-            # Keys of every replica (the global batch; a no-op on one device).
-            global_keys = distribute.cross_replica_concat(keys)
-            # This replica's share (n of N queries) of the global mean: the
-            # optimizer sums the replicas' gradients.
-            replica_loss = self.scale_loss(loss, ops.shape(keys)[0], ops.shape(global_keys)[0])
-        # 3. Gradients and the optimizer's update (query encoder and head only).
-        self.apply_gradients(tape, replica_loss)
+
+    def contrastive_loss(self, inputs, training):
+        view_query, view_key = inputs
+        # 2. Keys from the momentum encoder (shuffled batch-norm groups), no gradient.
+        keys = ops.stop_gradient(normalize(self._encode_in_groups(
+            view_key, self.key_encoder, self.key_projection_head, training, shuffle=True)))
+        queries = self._encode_in_groups(view_query, self.encoder, self.projection_head,
+                                         training, shuffle=False)
+        # 3. Energies of each query with its key (pushed down) and with the
+        #    queue (pushed up): InfoNCE.
+        loss, logits, labels = info_nce(queries, keys, self.queue.keys, self.temperature)
+        # Keys of every replica (the global batch; a no-op on one device).
+        return loss, {"contrastive_accuracy": contrastive_accuracy(logits, labels),
+                      "keys": distribute.cross_replica_concat(keys)}
+
+    def after_update(self, inputs, outputs):
         # 4. The newest keys of the global batch enter the queue, the oldest
         #    leave it (the same keys on every replica: the copies stay equal).
-        self.queue.enqueue(global_keys)
-        return self.update_trackers(loss, logits, labels)
-
-    def test_step(self, data):
-        view_query, view_key = self.make_views(data)
-        loss, logits, labels, _ = self.contrastive_loss(view_query, view_key, training=False)
-        return self.update_trackers(loss, logits, labels)
+        self.queue.enqueue(outputs["keys"])
 
     def get_config(self):
         config = super().get_config()

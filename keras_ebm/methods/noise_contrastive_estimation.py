@@ -137,17 +137,18 @@ class NoiseContrastiveEstimation(EnergyMethod):
         principle for unnormalized statistical models", AISTATS 2010.
     """
 
-    _config_objects = ("energy", "noise")
+    tracker_names = ("loss", "accuracy", "energy_data", "energy_noise")
+    config_objects = ("energy", "noise")
 
     def __init__(self, energy, noise, noise_ratio=1.0, initial_log_partition=0.0, **kwargs):
-        super().__init__(
-            energy, tracker_names=("loss", "accuracy", "energy_data", "energy_noise"), **kwargs)
+        super().__init__(energy, **kwargs)
         self.noise = noise
         self.noise_ratio = float(noise_ratio)
         self.initial_log_partition = float(initial_log_partition)
         self.log_partition = self.add_weight(
             name="log_partition", shape=(),
             initializer=keras.initializers.Constant(self.initial_log_partition))
+        self.build_now()
 
     def importance_log_partition(self, num_samples=10000):
         """Importance-sampling estimate log Z ≈ logmeanexp_{y ~ p_n}(-E(y) - log p_n(y)).
@@ -165,39 +166,29 @@ class NoiseContrastiveEstimation(EnergyMethod):
         self.log_partition.assign(value)
         return value
 
-    def train_step(self, data):
-        x_data, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        batch_size = tf.shape(x_data)[0]
-        log_nu = math.log(self.noise_ratio)
+    def prepare(self, data, training):
+        x_data = super().prepare(data, training)
         # 1. Contrasted samples: ν noise samples per data point.
-        num_noise = tf.cast(tf.math.ceil(tf.cast(batch_size, tf.float32) * self.noise_ratio), tf.int32)
-        x_noise = tf.cast(self.noise.sample(num_noise), x_data.dtype)
-        # 2. Forward: logistic regression of data against noise on G(x).
-        with tf.GradientTape() as tape:
-            energy_data = self.energy(x_data, training=True)
-            energy_noise = self.energy(x_noise, training=True)
-            logit_data = -energy_data - self.log_partition - self.noise.log_prob(x_data) - log_nu
-            logit_noise = -energy_noise - self.log_partition - self.noise.log_prob(x_noise) - log_nu
-            loss = -tf.reduce_mean(tf.math.log_sigmoid(logit_data)) - self.noise_ratio * tf.reduce_mean(
-                tf.math.log_sigmoid(-logit_noise)
-            )
-            scaled_loss = self.scale_loss(loss)  # this replica's share (tf.distribute)
-        # 3. Gradients and update.
-        gradients = tape.gradient(scaled_loss, self.trainable_variables)
-        self.optimizer.apply(gradients, self.trainable_variables)
-        accuracy = tf.concat([tf.cast(logit_data > 0, tf.float32), tf.cast(logit_noise <= 0, tf.float32)], 0)
-        return self.update_trackers(
-            loss=loss, accuracy=accuracy, energy_data=energy_data, energy_noise=energy_noise)
+        num_noise = tf.cast(tf.math.ceil(tf.cast(tf.shape(x_data)[0], tf.float32)
+                                         * self.noise_ratio), tf.int32)
+        return x_data, tf.cast(self.noise.sample(num_noise), x_data.dtype)
 
-    def test_step(self, data):
-        x_data, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        return self.update_trackers(energy_data=self.energy(x_data))
+    def contrastive_loss(self, inputs, training):
+        x_data, x_noise = inputs
+        # 2. Logistic regression of data against noise on
+        #    G(x) = log p_m(x) - log p_n(x) - log ν, with log p_m(x) = -E(x) - c.
+        log_nu = math.log(self.noise_ratio)
+        energy_data = self.energy(x_data, training=training)
+        energy_noise = self.energy(x_noise, training=training)
+        logit_data = -energy_data - self.log_partition - self.noise.log_prob(x_data) - log_nu
+        logit_noise = -energy_noise - self.log_partition - self.noise.log_prob(x_noise) - log_nu
+        loss = (-tf.reduce_mean(tf.math.log_sigmoid(logit_data))
+                - self.noise_ratio * tf.reduce_mean(tf.math.log_sigmoid(-logit_noise)))
+        accuracy = tf.concat([tf.cast(logit_data > 0, tf.float32),
+                              tf.cast(logit_noise <= 0, tf.float32)], 0)
+        return loss, {"accuracy": accuracy, "energy_data": energy_data,
+                      "energy_noise": energy_noise}
 
     def get_config(self):
-        config = super().get_config()
-        config.update({
-            "noise": keras.saving.serialize_keras_object(self.noise),
-            "noise_ratio": self.noise_ratio,
-            "initial_log_partition": self.initial_log_partition,
-        })
-        return config
+        return {**super().get_config(), "noise_ratio": self.noise_ratio,
+                "initial_log_partition": self.initial_log_partition}

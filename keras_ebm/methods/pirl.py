@@ -1,20 +1,22 @@
 """PIRL: pretext-invariant representations, contrasted against a memory bank with NCE."""
 
 import keras
-import tensorflow as tf
 from keras import ops
 
 from keras_ebm.layers.jigsaw import Jigsaw
 from keras_ebm.losses.nce import NCE_FORMS
 from keras_ebm.losses.nce import nce
 from keras_ebm.memory.memory_bank import MemoryBank
-from keras_ebm.methods.base import ContrastiveEmbeddingMethod
-from keras_ebm.methods.base import deserialize
-from keras_ebm.methods.base import serialize
+from keras_ebm.methods.embedding import EmbeddingMethod
+from keras_ebm.methods.embedding import check_images
+from keras_ebm.methods.embedding import contrastive_accuracy
+from keras_ebm.methods.embedding import declared_input_shape
+from keras_ebm.methods.method import serialize
+from keras_ebm.methods.method import unpack_inputs
 
 
 @keras.saving.register_keras_serializable(package="keras_ebm")
-class PIRL(ContrastiveEmbeddingMethod):
+class PIRL(EmbeddingMethod):
     """PIRL: a representation of an image invariant to its jigsaw transform.
 
     Energy: E(a, b) = -cos(a, b) / temperature between the image head's
@@ -33,9 +35,11 @@ class PIRL(ContrastiveEmbeddingMethod):
 
     The training data are `(images, indices)`, the index of each image in the
     training set (`ImageDataset.train_dataset(batch_size, with_index=True)`).
-    The encoder sees both the images and the patches, so it must accept the
-    patch size: build it with the patch size as input size, or with spatial
-    dimensions None (a fully convolutional encoder).
+    The encoder sees both the images and the patches. A fully convolutional
+    encoder (spatial dimensions None) takes the patches at their size; an
+    encoder that declares a fixed input size gets the patches resized to it,
+    and one that declares none (a Sequential without `keras.Input`, a
+    subclassed model) gets them resized to the image size.
 
     Args:
         encoder: Keras model mapping images (and patches) to features v.
@@ -53,7 +57,8 @@ class PIRL(ContrastiveEmbeddingMethod):
         augmenter: None, or a layer/callable applied (with `training=True`)
             to the image before f and, separately, before the jigsaw.
         nce_form: "nce" (default; the lecture's formula) or "infonce".
-        **kwargs: `keras.Model` keyword arguments.
+        **kwargs: `input_shape` (see `EmbeddingMethod`) and `keras.Model`
+            keyword arguments.
 
     Attributes:
         memory_bank: the `keras_ebm.memory.MemoryBank`, saved with the model.
@@ -101,89 +106,73 @@ class PIRL(ContrastiveEmbeddingMethod):
         self.jigsaw = jigsaw if jigsaw is not None else Jigsaw(grid_size=3, name="jigsaw")
         self.nce_form = nce_form
         self.memory_bank = None
-        self.build_from_encoder()
+        self.patch_size = None
+        self.build_now()
 
     @property
     def image_head(self):
         return self.projection_head
 
     def build_state(self, embedding_shape, projection_shape):
-        image_shape = self._encoder_input_shape()
-        if image_shape is not None and None not in image_shape[1:3]:
-            patch_shape = self.jigsaw.patch_shape(image_shape)
-            if tuple(patch_shape) != tuple(image_shape[1:]):
-                raise ValueError(
-                    f"PIRL: the encoder takes {tuple(image_shape[1:])} inputs but the jigsaw "
-                    f"makes {patch_shape} patches; build the encoder with spatial dimensions "
-                    "None, or choose Jigsaw(resize_to=..., patch_size=...) to match")
+        # The size the encoder takes patches at: its declared input size, the
+        # image size if it declares none, or their own size (fully convolutional).
+        image_shape = self.example_shape
+        declared = declared_input_shape(self.encoder)
+        target = image_shape[:2] if declared is None else tuple(declared[:2])
+        if None not in target and tuple(target) != tuple(
+                self.jigsaw.patch_shape((None, *image_shape))[:2]):
+            self.patch_size = tuple(int(d) for d in target)
         patch_features_shape = (None, self.jigsaw.num_patches, embedding_shape[-1])
-        if not self.patch_head.built:
-            self.patch_head.build(patch_features_shape)
-        patch_dim = self.patch_head.compute_output_shape(patch_features_shape)[-1]
+        patch_dim = self.patch_head(self.zeros(patch_features_shape[1:])).shape[-1]
         if patch_dim != projection_shape[-1]:
             raise ValueError(f"PIRL: the image head gives {projection_shape[-1]} dimensions "
                              f"but the patch head {patch_dim}; they must agree")
-        if self.memory_bank is None:
-            self.memory_bank = MemoryBank(self.bank_size, int(projection_shape[-1]),
-                                          momentum=self.bank_momentum, name="memory_bank")
+        self.memory_bank = MemoryBank(self.bank_size, int(projection_shape[-1]),
+                                      momentum=self.bank_momentum, name="memory_bank")
 
-    # -- data ---------------------------------------------------------------
-    def unpack(self, data):
-        """Returns (images, indices) from what Keras passes to train_step."""
-        while isinstance(data, (tuple, list)) and (len(data) == 1 or data[-1] is None):
-            data = data[0] if len(data) == 1 else tuple(data[:-1])
+    # -- the contract -------------------------------------------------------
+    def prepare(self, data, training):
+        """The image view I, its jigsaw patches I_t and the images' indices."""
+        data = unpack_inputs(data)
         if not (isinstance(data, (tuple, list)) and len(data) == 2):
             raise ValueError("PIRL: fit() needs (images, indices) batches, the index of each "
                              "image in the training set (train_dataset(..., with_index=True))")
-        return data[0], data[1]
+        images, indices = check_images("PIRL", data[0]), data[1]
+        if not training:
+            return images, self.jigsaw(images, training=False), indices
+        augment = (lambda x: x) if self.augmenter is None else (
+            lambda x: self.augmenter(x, training=True))
+        return augment(images), self.jigsaw(augment(images), training=True), indices
 
-    def augment(self, images):
-        return images if self.augmenter is None else self.augmenter(images, training=True)
-
-    # -- forward ------------------------------------------------------------
     def embed_patches(self, patches, training=False):
         """g(v_It): patches [B, P, h, w, C] through the encoder, then the patch head: [B, D]."""
         _, num_patches, height, width, channels = patches.shape
         batch_size = ops.shape(patches)[0]
-        features = self.encoder(ops.reshape(patches, (-1, height, width, channels)),
-                                training=training)
+        patches = ops.reshape(patches, (-1, height, width, channels))
+        if self.patch_size is not None:
+            patches = ops.image.resize(patches, self.patch_size)
+        features = self.encoder(patches, training=training)
         features = ops.reshape(features, (batch_size, num_patches, features.shape[-1]))
         return self.patch_head(features, training=training)
 
-    def contrastive_loss(self, images, patches, indices, training):
+    def contrastive_loss(self, inputs, training):
+        images, patches, indices = inputs
         image_projections = self.project(images, training=training)          # f(v_I)
         patch_projections = self.embed_patches(patches, training=training)   # g(v_It)
         memory = self.memory_bank.read(indices)                              # m_I
         negatives = self.memory_bank.sample(self.num_negatives)              # m_I', I' in D_N
+        # Energies with m_I pushed down, with the m_I' pushed up.
         loss_patches, logits, labels = nce(patch_projections, memory, negatives,
                                            self.temperature, self.nce_form)
         loss_image, _, _ = nce(image_projections, memory, negatives, self.temperature,
                                self.nce_form)
         loss = self.loss_weight * loss_patches + (1.0 - self.loss_weight) * loss_image
-        return loss, logits, labels, image_projections
+        return loss, {"contrastive_accuracy": contrastive_accuracy(logits, labels),
+                      "image_projections": image_projections}
 
-    def train_step(self, data):
-        # 0. Two views of each image: the image I, and its jigsaw patches I_t.
-        images, indices = self.unpack(data)
-        image_view = self.augment(images)
-        patches = self.jigsaw(self.augment(images), training=True)
-        with tf.GradientTape() as tape:
-            # 1. Forward: energies of f(v_I) and g(v_It) with the bank entry m_I
-            #    (pushed down) and with random entries m_I' (pushed up).
-            loss, logits, labels, image_projections = self.contrastive_loss(
-                image_view, patches, indices, training=True)
-            scaled_loss = self.scale_loss(loss)
-        # 2.-3. Gradients and the optimizer's update (the bank is not trained).
-        self.apply_gradients(tape, scaled_loss)
-        # 4. The batch's entries move towards f(v_I).
-        self.memory_bank.update(indices, image_projections)
-        return self.update_trackers(loss, logits, labels)
-
-    def test_step(self, data):
-        images, indices = self.unpack(data)
-        patches = self.jigsaw(images, training=False)
-        loss, logits, labels, _ = self.contrastive_loss(images, patches, indices, training=False)
-        return self.update_trackers(loss, logits, labels)
+    def after_update(self, inputs, outputs):
+        # The batch's entries move towards f(v_I) (the bank is not trained).
+        self.memory_bank.update(inputs[2], outputs["image_projections"])
 
     # -- serialisation ------------------------------------------------------
     def get_config(self):
@@ -204,6 +193,7 @@ class PIRL(ContrastiveEmbeddingMethod):
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        if isinstance(config.get("jigsaw"), dict):
-            config["jigsaw"] = deserialize(config["jigsaw"])
+        for key in ("image_head", "patch_head", "jigsaw"):
+            if isinstance(config.get(key), dict):
+                config[key] = keras.saving.deserialize_keras_object(config[key])
         return super().from_config(config)

@@ -20,8 +20,32 @@ def neighbour_energies(energy, x, training=False):
     return tf.reshape(energy(tf.reshape(flips, [batch * dim, dim]), training=training), [batch, dim])
 
 
+class OneBitFlipMethod(EnergyMethod):
+    """Base of the objectives whose contrasted points are the D one-bit flips of each datum.
+
+    A subclass writes `objective(energy_data [batch], energy_flips [batch, D])`.
+    """
+
+    tracker_names = ("loss", "energy_data", "energy_flips")
+
+    def __init__(self, energy, **kwargs):
+        super().__init__(energy, **kwargs)
+        self.build_now()
+
+    def contrastive_loss(self, inputs, training):
+        # 1. Contrasted samples: the D one-bit flips of each data point.
+        energy_data = self.energy(inputs, training=training)
+        energy_flips = neighbour_energies(self.energy, inputs, training=training)
+        # 2. The objective pushes E(x) down and E(flips) up.
+        return self.objective(energy_data, energy_flips), {"energy_data": energy_data,
+                                                           "energy_flips": energy_flips}
+
+    def objective(self, energy_data, energy_flips):
+        raise NotImplementedError
+
+
 @keras.saving.register_keras_serializable(package="keras_ebm")
-class RatioMatching(EnergyMethod):
+class RatioMatching(OneBitFlipMethod):
     """Fits an energy on binary vectors by matching ratios p(x) / p(x^{-i}).
 
     With x^{-i} the data point x with bit i flipped and g(u) = 1 / (1 + u),
@@ -35,7 +59,7 @@ class RatioMatching(EnergyMethod):
 
     Args:
         energy: a layer mapping binary x [batch, D] to energies [batch].
-        **kwargs: `keras.Model` keyword arguments.
+        **kwargs: `input_shape` and `keras.Model` keyword arguments.
 
     Example:
 
@@ -48,31 +72,6 @@ class RatioMatching(EnergyMethod):
         for restricted Boltzmann machine learning", AISTATS 2010.
     """
 
-    def __init__(self, energy, **kwargs):
-        super().__init__(energy, tracker_names=("loss", "energy_data", "energy_flips"), **kwargs)
-
-    def compute_ratio_matching_loss(self, x_data, training=False):
-        """Returns (loss, E(x) [batch], E(x^{-i}) [batch, D])."""
-        # 1. Contrasted samples: the D one-bit flips of each data point.
-        energy_data = self.energy(x_data, training=training)
-        energy_flips = neighbour_energies(self.energy, x_data, training=training)
-        # 2. Loss: sigmoid(E(x) - E(x^{-i}))^2 summed over bits.
-        loss = tf.reduce_mean(
-            tf.reduce_sum(tf.square(tf.sigmoid(energy_data[:, None] - energy_flips)), axis=-1)
-        )
-        return loss, energy_data, energy_flips
-
-    def train_step(self, data):
-        x_data, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        with tf.GradientTape() as tape:
-            loss, energy_data, energy_flips = self.compute_ratio_matching_loss(x_data, training=True)
-            scaled_loss = self.scale_loss(loss)  # this replica's share (tf.distribute)
-        # 3. Gradients and update.
-        gradients = tape.gradient(scaled_loss, self.trainable_variables)
-        self.optimizer.apply(gradients, self.trainable_variables)
-        return self.update_trackers(loss=loss, energy_data=energy_data, energy_flips=energy_flips)
-
-    def test_step(self, data):
-        x_data, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        loss, energy_data, energy_flips = self.compute_ratio_matching_loss(x_data)
-        return self.update_trackers(loss=loss, energy_data=energy_data, energy_flips=energy_flips)
+    def objective(self, energy_data, energy_flips):
+        return tf.reduce_mean(tf.reduce_sum(
+            tf.square(tf.sigmoid(energy_data[:, None] - energy_flips)), axis=-1))

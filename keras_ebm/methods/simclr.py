@@ -1,15 +1,14 @@
 """SimCLR: contrast each view against the other 2N - 2 views of the batch."""
 
 import keras
-import tensorflow as tf
-from keras import ops
 
 from keras_ebm.losses.nt_xent import nt_xent
-from keras_ebm.methods.base import ContrastiveEmbeddingMethod
+from keras_ebm.methods.embedding import EmbeddingMethod
+from keras_ebm.methods.embedding import contrastive_accuracy
 
 
 @keras.saving.register_keras_serializable(package="keras_ebm")
-class SimCLR(ContrastiveEmbeddingMethod):
+class SimCLR(EmbeddingMethod):
     """SimCLR: a simple framework for contrastive learning of visual representations.
 
     Energy: E(z_i, z_j) = -cos(z_i, z_j) / temperature on the projections
@@ -34,7 +33,8 @@ class SimCLR(ContrastiveEmbeddingMethod):
         augmenter: None, or a layer/callable that makes a random view of a
             batch (`keras_ebm.data.make_augmenter`). With it, `fit(images)`;
             without it, `fit` takes `(view_a, view_b)` pairs.
-        **kwargs: `keras.Model` keyword arguments.
+        **kwargs: `input_shape` (see `EmbeddingMethod`) and `keras.Model`
+            keyword arguments.
 
     Example:
 
@@ -55,31 +55,17 @@ class SimCLR(ContrastiveEmbeddingMethod):
         if temperature <= 0:
             raise ValueError(f"SimCLR: temperature must be > 0, got {temperature}")
         self.temperature = float(temperature)
-        self.build_from_encoder()
+        self.build_now()
 
-    def contrastive_loss(self, view_a, view_b, training):
-        # Both views go through the encoder as one batch of 2N, as in the
-        # paper's implementation, so batch norm sees all 2N views.
-        projections = self.project(ops.concatenate([view_a, view_b], axis=0), training=training)
-        projections_a, projections_b = ops.split(projections, 2, axis=0)
-        # Under several replicas: negatives from the global batch.
-        return nt_xent(projections_a, projections_b, self.temperature, cross_replica=True)
-
-    def train_step(self, data):
-        # 0. Two random views of every image in the batch.
-        view_a, view_b = self.make_views(data)
-        with tf.GradientTape() as tape:
-            # 1. Forward: energies of all pairs of views; NT-Xent pushes the
-            #    positive pair's energy down and the others' up.
-            loss, logits, labels = self.contrastive_loss(view_a, view_b, training=True)
-            # This replica's share (2n of 2N views) of the global mean: the
-            # optimizer sums the replicas' gradients. Unchanged on one device.
-            replica_loss = self.scale_loss(loss, ops.shape(logits)[0], ops.shape(logits)[1])
-        # 2.-3. Gradients and the optimizer's update.
-        self.apply_gradients(tape, replica_loss)
-        return self.update_trackers(loss, logits, labels)
+    def contrastive_loss(self, inputs, training):
+        # 1. Energies of all pairs of views (both views through f and g as one
+        #    batch of 2N); NT-Xent pushes the positive pair's energy down and
+        #    the other 2N - 2 views' up. Under several replicas the negatives
+        #    come from the global batch.
+        projections_a, projections_b = self.project_pair(*inputs, training=training)
+        loss, logits, labels = nt_xent(projections_a, projections_b, self.temperature,
+                                       cross_replica=True)
+        return loss, {"contrastive_accuracy": contrastive_accuracy(logits, labels)}
 
     def get_config(self):
-        config = super().get_config()
-        config.update({"temperature": self.temperature})
-        return config
+        return {**super().get_config(), "temperature": self.temperature}

@@ -137,9 +137,8 @@ def gradients(model, strategy):
 
     def replica_gradients(view_a, view_b):
         with tf.GradientTape() as tape:
-            loss, logits, _ = model.contrastive_loss(view_a, view_b, training=True)
-            loss = distribute.scale_loss_for_replicas(loss, tf.shape(logits)[0],
-                                                      tf.shape(logits)[1])
+            loss, _ = model.contrastive_loss((view_a, view_b), training=True)
+            loss = distribute.scale_loss_for_replicas(loss)
         grads = tape.gradient(loss, model.trainable_variables)
         context = tf.distribute.get_replica_context()
         return context.all_reduce(tf.distribute.ReduceOp.SUM, grads)

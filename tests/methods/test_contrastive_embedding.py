@@ -31,7 +31,7 @@ def test_loss_is_the_margin_loss_of_the_projections():
     model = ContrastiveEmbedding(small_cnn((8, 8, 1), widths=(4,)), energy="l2", margin=2.0)
     assert isinstance(model.projection_head, keras.layers.Identity)
     a, b = images()[:8], images()[8:]
-    loss, logits, labels = model.contrastive_loss(a, b, training=False)
+    loss, _ = model.contrastive_loss((a, b), training=False)
     expected = margin_loss(model.predict(a, verbose=0), model.predict(b, verbose=0), 2.0, "l2")[0]
     np.testing.assert_allclose(float(loss), float(expected), rtol=1e-5)
     model.compile(optimizer="adam")

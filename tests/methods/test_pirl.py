@@ -51,15 +51,15 @@ def test_loss_is_the_weighted_nce_of_patches_and_image():
     images, indices = data()
     patches = model.jigsaw(images[:4], training=False)
     model.memory_bank.num_draws.assign(7)
-    loss, logits, _, image_projections = model.contrastive_loss(images[:4], patches, indices[:4],
-                                                                training=False)
+    loss, outputs = model.contrastive_loss((images[:4], patches, indices[:4]), training=False)
     model.memory_bank.num_draws.assign(7)
     negatives = model.memory_bank.sample(32)
     memory = model.memory_bank.read(indices[:4])
     expected = (0.3 * nce(model.embed_patches(patches), memory, negatives, 0.1)[0]
                 + 0.7 * nce(model.project(images[:4]), memory, negatives, 0.1)[0])
     np.testing.assert_allclose(float(loss), float(expected), rtol=1e-5)
-    assert logits.shape == (4, 33) and image_projections.shape == (4, 6)
+    assert outputs["image_projections"].shape == (4, 6)
+    assert 0.0 <= float(outputs["contrastive_accuracy"]) <= 1.0
 
 
 def test_keras_file_round_trip_keeps_the_bank(tmp_path):
@@ -92,10 +92,10 @@ def test_bad_input():
                    dict(nce_form="softmax")]:
         with pytest.raises(ValueError):
             make_pirl(**kwargs)
-    # A fixed 12x12 encoder cannot take the 4x4 patches.
-    with pytest.raises(ValueError, match="patches"):
-        PIRL(small_cnn((12, 12, 1), widths=(4,)), ProjectionHead((), 6), PatchHead(5, 6),
-             num_negatives=4, bank_size=8)
+    # A fixed 12x12 encoder gets the 4x4 patches resized to 12x12.
+    fixed = PIRL(small_cnn((12, 12, 1), widths=(4,)), ProjectionHead((), 6), PatchHead(5, 6),
+                 num_negatives=4, bank_size=8)
+    assert fixed.patch_size == (12, 12)
     model = make_pirl()
     model.compile(optimizer="adam")
     with pytest.raises(ValueError, match="indices"):

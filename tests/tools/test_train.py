@@ -146,7 +146,7 @@ def _error_lines(stderr):
     (["--method=contrastive_embedding", "--energy=manhattan"], "--energy"),
     (["--method=contrastive_embedding", "--margin=0"], "--margin"),
     (["--method=pirl", "--loss_weight=2"], "--loss_weight"),
-    (["--on_divergence=rollback"], "--on_divergence=rollback is for the EBM methods"),
+    (["--max_rollbacks=-1"], "--max_rollbacks"),
     (["--keep_checkpoints=-1"], "--keep_checkpoints"),
     (["--method=pcd", "--rollback_lr_factor=1.5"], "--rollback_lr_factor"),
     (["--method=nce", "--epoch_program"], "--epoch_program"),

@@ -1,0 +1,281 @@
+"""The one contract of every keras_ebm method: one `train_step` around one loss hook.
+
+Every method, self-supervised or classical, is a `Method`. Its `train_step` is
+
+    inputs = self.prepare(data, training=True)       # views or samples (augmenter,
+                                                     # sampler, noise, flips), no gradient
+    self.before_update(inputs)                       # EMA of a key/target encoder
+    with tape:
+        loss, outputs = self.contrastive_loss(inputs, training=True)   # the paper's equations
+        scaled = scale_loss(loss)                    # replica share, loss scaling
+    gradients -> optimizer update
+    self.after_update(inputs, outputs)               # enqueue keys, move the bank, keep chains
+    return trackers updated from `loss` and `outputs`
+
+A method writes `contrastive_loss` and, where it has state, `prepare`,
+`before_update` and `after_update`. Nothing else: the base class builds the
+model from its first batch or from `input_shape`, trains, tests, tracks and
+serialises. `keras.ops` in the losses and layers; `tf` here, where the code is
+TensorFlow-only (`GradientTape`, `tf.init_scope`).
+"""
+
+import re
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_ebm import distribute
+
+# Keras appends _1, _2, ... to repeated layer names.
+_UNIQUE_SUFFIX = re.compile(r"_\d+$")
+
+
+def serialize(obj):
+    return None if obj is None else keras.saving.serialize_keras_object(obj)
+
+
+def deserialize(config):
+    if isinstance(config, dict):
+        return keras.saving.deserialize_keras_object(config)
+    return config
+
+
+def unpack_inputs(data):
+    """Strips what Keras adds around a batch: `(x,)`, `(x, None, None)` -> `x`."""
+    while isinstance(data, (tuple, list)) and (len(data) == 1 or data[-1] is None):
+        data = data[0] if len(data) == 1 else tuple(data[:-1])
+    return data
+
+
+def check_float_inputs(name, x):
+    """Raises one clear ValueError for integer inputs (e.g. uint8 images in 0-255)."""
+    dtype = keras.backend.standardize_dtype(getattr(x, "dtype", "float32"))
+    if "int" in dtype or dtype == "bool":
+        raise ValueError(
+            f"{name}: inputs must be floating point (images: float32 in [0, 1]); got {dtype}. "
+            "Convert them first, e.g. x.astype('float32') / 255 for uint8 images.")
+
+
+def copy_model(model, owner):
+    """A fresh copy of `model`'s architecture (new weights), for key or target encoders.
+
+    Functional and Sequential models (with or without `keras.Input`) and any
+    layer whose `get_config` round-trips are copied; anything else gets one
+    clear error naming `owner`.
+    """
+    try:
+        if isinstance(model, keras.Model):
+            return keras.models.clone_model(model)
+        return model.__class__.from_config(model.get_config())
+    except Exception as error:  # noqa: BLE001 (any failure gets the same advice)
+        raise ValueError(
+            f"{owner}: cannot copy {type(model).__name__} ({error}). The copy is built from "
+            "its config: give the class a get_config() that returns its constructor "
+            "arguments (and register it with keras.saving.register_keras_serializable)"
+        ) from None
+
+
+def paired_weights(copy, original, owner):
+    """`(copy_weight, original_weight)` pairs of a `copy_model` copy and its original.
+
+    Weights pair by their place in the model's structure (`model.weights`
+    lists them in the order the layers are tracked, the same for a copy);
+    each pair is checked to have the same variable name (`kernel`, `gamma`,
+    ...) and shape, so a copy that does not mirror its original fails with
+    one clear error instead of training with mixed-up weights.
+    """
+    copies, originals = list(copy.weights), list(original.weights)
+    if len(copies) != len(originals):
+        raise ValueError(f"{owner}: the copy of {original.name} has {len(copies)} weights, "
+                         f"the original {len(originals)}")
+    for copy_weight, weight in zip(copies, originals):
+        if (_UNIQUE_SUFFIX.sub("", copy_weight.name) != _UNIQUE_SUFFIX.sub("", weight.name)
+                or tuple(copy_weight.shape) != tuple(weight.shape)):
+            raise ValueError(
+                f"{owner}: weight {weight.path} {tuple(weight.shape)} of {original.name} pairs "
+                f"with {copy_weight.path} {tuple(copy_weight.shape)} in its copy; the copy must "
+                "mirror the original")
+    return list(zip(copies, originals))
+
+
+class Method(keras.Model):
+    """Base of every keras_ebm method: the shared `train_step`, trackers and building.
+
+    A subclass sets `tracker_names` and writes `contrastive_loss(inputs,
+    training) -> (loss, outputs)`: `outputs` is a dict whose entries named in
+    `tracker_names` are averaged by `keras.metrics.Mean` trackers (and shown
+    by `fit`); the other entries are passed to `after_update`. Optional hooks:
+    `prepare(data, training)` (views or samples, outside the tape; default:
+    the features of the batch), `before_update(inputs)`,
+    `after_update(inputs, outputs)` and `build_parts(input_shape)` (create
+    the variables of the parts and of the state).
+
+    The model is built when its input shape is known: at construction from
+    `input_shape=` or from a Functional encoder or energy, otherwise from the
+    first batch (`fit`, `predict` or a call). Under tf.distribute every
+    variable must exist before `fit`, so pass `input_shape=` there.
+
+    Args:
+        input_shape: tuple or None, the shape of one example (no batch
+            dimension), to build every variable at once. Defaults to None.
+        **kwargs: `keras.Model` keyword arguments (e.g. `name`).
+    """
+
+    tracker_names = ("loss",)
+
+    def __init__(self, input_shape=None, **kwargs):
+        super().__init__(**kwargs)
+        self.example_shape = None if input_shape is None else tuple(input_shape)
+        for name in self.tracker_names:
+            setattr(self, f"{name}_tracker", keras.metrics.Mean(name=name))
+
+    # -- the contract -------------------------------------------------------
+    def prepare(self, data, training):
+        """The inputs of the loss from a batch, outside the tape. Default: its features."""
+        x = unpack_inputs(data)
+        if isinstance(x, (tuple, list)):
+            x = x[0]
+        check_float_inputs(self.__class__.__name__, x)
+        return x
+
+    def before_update(self, inputs):
+        """State update before the forward pass (e.g. the EMA of a key encoder)."""
+
+    def contrastive_loss(self, inputs, training):
+        """Returns `(loss, outputs)`: the scalar loss and a dict of named tensors."""
+        raise NotImplementedError(f"{self.__class__.__name__} must define contrastive_loss")
+
+    def after_update(self, inputs, outputs):
+        """State update after the optimizer step (queues, banks, chains)."""
+
+    def train_step(self, data):
+        self.build_on(data)
+        # 0. Views or contrasted samples; no gradient flows into them.
+        inputs = self.prepare(data, training=True)
+        self.before_update(inputs)
+        # 1.-3. Forward, gradients, the optimizer's update.
+        loss, outputs = self.update(inputs)
+        # 4. State that follows the update.
+        self.after_update(inputs, outputs)
+        return self.update_trackers(loss, outputs)
+
+    def update(self, inputs):
+        """One parameter update from prepared inputs; returns `(loss, outputs)`."""
+        with tf.GradientTape() as tape:
+            # 1. Forward: push down the energy of data, push up the contrasted points.
+            loss, outputs = self.contrastive_loss(inputs, training=True)
+            # This replica's share of the global mean (Keras sums the replicas'
+            # gradients), then the optimizer's loss scale (float16).
+            scaled_loss = self.optimizer.scale_loss(distribute.scale_loss_for_replicas(loss))
+        # 2.-3. Gradients and the optimizer's update.
+        gradients = tape.gradient(scaled_loss, self.trainable_variables)
+        self.optimizer.apply(gradients, self.trainable_variables)
+        return loss, outputs
+
+    def test_step(self, data):
+        self.build_on(data)
+        inputs = self.prepare(data, training=False)
+        loss, outputs = self.contrastive_loss(inputs, training=False)
+        return self.update_trackers(loss, outputs)
+
+    # -- trackers -----------------------------------------------------------
+    @property
+    def metrics(self):
+        return [getattr(self, f"{name}_tracker") for name in self.tracker_names]
+
+    def update_trackers(self, loss, outputs):
+        """Updates the trackers from the loss and `outputs`; returns every tracker's result."""
+        values = dict(outputs, loss=loss)
+        for tracker in self.metrics:
+            if tracker.name in values:
+                tracker.update_state(values[tracker.name])
+        return distribute.step_logs({tracker.name: tracker.result() for tracker in self.metrics})
+
+    # -- building -----------------------------------------------------------
+    def build(self, input_shape):
+        shape = self._example_shape(input_shape)
+        self.example_shape = shape
+        # Eagerly, even from inside a traced function (Keras's symbolic build):
+        # parts are built by calling them on a small batch of zeros, so no
+        # compute_output_shape is needed from a user's model.
+        with tf.init_scope():
+            self.build_parts((None, *shape))
+
+    def build_on(self, data):
+        """Builds the method, then its optimizer, from a batch's shape if not built yet.
+
+        Keras builds a model without a strategy only when its step is traced;
+        this makes every variable (state and optimizer slots) on that first
+        trace, eagerly.
+        """
+        if not self.built:
+            x = unpack_inputs(data)
+            self.build(tuple((x[0] if isinstance(x, (tuple, list)) else x).shape))
+        if getattr(self, "optimizer", None) is not None and not self.optimizer.built:
+            with tf.init_scope():
+                self.optimizer.build(self.trainable_variables)
+
+    def build_parts(self, input_shape):
+        """Creates the variables of the parts and of the state for inputs of `input_shape`."""
+
+    @staticmethod
+    def _example_shape(input_shape):
+        if isinstance(input_shape, dict):  # Keras's build_config
+            input_shape = next(iter(input_shape.values()))
+        if isinstance(input_shape, (tuple, list)) and input_shape and isinstance(
+                input_shape[0], (tuple, list)):
+            input_shape = input_shape[0]  # (images, indices): the images
+        return tuple(None if d is None else int(d) for d in tuple(input_shape)[1:])
+
+    def build_now(self, parts_shape=None):
+        """Builds at construction when the example shape is known (called by subclasses)."""
+        shape = self.example_shape or parts_shape
+        if shape is not None:
+            self.build((None, *shape))
+
+    @staticmethod
+    def zeros(shape, batch=2):
+        """A small batch of zeros of example shape `shape` (None dimensions: 32)."""
+        return np.zeros((batch, *[32 if d is None else int(d) for d in shape]), "float32")
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        if not self.built and tf.distribute.has_strategy() and \
+                tf.distribute.get_strategy().num_replicas_in_sync > 1:
+            raise ValueError(
+                f"{self.__class__.__name__} is not built: under tf.distribute every variable "
+                "must exist before fit(). Pass input_shape=(...) (one example's shape) when "
+                "you make the method, inside strategy.scope()")
+        # NOTE: a private Keras hook. Keras 3 (TensorFlow backend) starts fit()
+        # and evaluate() under a strategy by averaging one batch over the
+        # replicas only to build the model symbolically; under
+        # MultiWorkerMirroredStrategy that reduce fails on a structured batch
+        # (PIRL's (images, indices)). A built method has only the optimizer
+        # left to build: do that, in the strategy's scope, as Keras would.
+        compiled = [getattr(self, "_compile_metrics", None), getattr(self, "_compile_loss", None)]
+        if (getattr(self, "_distribute_strategy", None) is None or not self.built
+                or any(c is not None and not c.built for c in compiled)):
+            return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+        if self.optimizer is not None and not self.optimizer.built:
+            with self.distribute_strategy.scope():
+                self.optimizer.build(self.trainable_variables)
+
+    # -- serialisation ------------------------------------------------------
+    # Constructor arguments that hold Keras objects: serialised by get_config,
+    # deserialised by from_config.
+    config_objects = ()
+
+    def get_config(self):
+        config = {"name": self.name, "trainable": self.trainable,
+                  "input_shape": None if self.example_shape is None else list(self.example_shape)}
+        for key in self.config_objects:
+            config[key] = serialize(getattr(self, key))
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for key in cls.config_objects:
+            if key in config:
+                config[key] = deserialize(config[key])
+        return cls(**config)

@@ -1,0 +1,330 @@
+"""Each method's defaults and builder, in one place: what `tools/train.py` builds, in one call.
+
+    model = keras_ebm.presets.build("moco", x_train, epochs=300, learning_rate=2e-3)
+
+returns the compiled method with its encoder (or energy), head, augmenter,
+optimizer and schedule. `defaults(name)` lists every setting a preset reads;
+any of them can be overridden by keyword (the CLI's flags have the same
+names, and its flagfiles override only what differs).
+
+Self-supervised presets (`SSL_METHODS`) take images in [0, 1] of shape
+[N, H, W, C]; the classical ones (`EBM_METHODS`) take [N, D] data: binary
+(RBM energy), continuous in [0, 1] or 2-D toy points in [-4, 4]^2 (MLP energy).
+"""
+
+import keras
+import numpy as np
+
+SSL_METHODS = ("simclr", "moco", "pirl", "contrastive_embedding")
+EBM_METHODS = ("cd", "pcd", "nce", "ratio_matching", "mpf", "ml", "dae")
+METHODS = SSL_METHODS + EBM_METHODS
+BINARY_ONLY_METHODS = ("ratio_matching", "mpf", "ml")
+TOY_BOUNDS = (-4.0, 4.0)
+# The smallest jigsaw patch side: a 3x3 grid of 2x2 patches (8x8 digits as
+# stored) carries almost no shape, so PIRL asks for a resize instead.
+MIN_PATCH_SIZE = 4
+
+COMMON = {
+    "epochs": 100, "batch_size": 256, "learning_rate": 1e-3, "optimizer": "adamw",
+    "weight_decay": 1e-4, "seed": 0, "jit_compile": False,
+}
+SSL_COMMON = {
+    "backbone": "small_cnn", "warmup_epochs": 5.0, "lr_scaling": "none",
+    "projection_hidden_dims": (512,), "projection_dim": 128,
+    "augment_strength": 1.0, "crop_scale_min": 0.2, "flip": True, "blur_probability": 0.5,
+    "grayscale_probability": 0.2,
+}
+EBM_COMMON = {
+    "num_hidden": 16, "energy_hidden_units": (128, 128), "spectral_normalization": False,
+    "final_learning_rate_fraction": 0.01, "grad_clip": None,
+}
+PRESETS = {
+    "simclr": {"temperature": 0.5, "projection_batch_norm": True},
+    "moco": {"temperature": 0.2, "projection_batch_norm": False, "queue_size": 4096,
+             "momentum": 0.99, "bn_splits": 8},
+    "pirl": {"temperature": 0.07, "projection_batch_norm": False, "num_negatives": 4096,
+             "bank_momentum": 0.5, "loss_weight": 0.5, "nce_form": "nce", "jigsaw_resize": None,
+             "jigsaw_patch_size": None, "patch_dim": 128},
+    "contrastive_embedding": {"projection_batch_norm": True, "energy": "cosine", "margin": 0.5},
+    "cd": {"persistent": False},
+    "pcd": {"persistent": True},
+    "nce": {"noise_ratio": 1.0},
+    "ratio_matching": {},
+    "mpf": {},
+    "ml": {},
+    "dae": {"dae_noise": None, "dae_noise_level": 0.1},
+}
+SAMPLING = {  # cd and pcd
+    "sampler": None, "mcmc_steps": 1, "step_size": 0.01, "noise_scale": None, "mala": False,
+    "langevin_grad_clip": None, "proposal_scale": 0.1, "num_chains": 200,
+    "chains_per_step": None, "reinit_fraction": 0.0, "energy_l2": 0.0,
+}
+
+
+def defaults(method):
+    """Every setting the preset of `method` reads, with its default value.
+
+    Example:
+
+    >>> keras_ebm.presets.defaults("moco")["temperature"]
+    0.2
+    """
+    if method not in PRESETS:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    family = SSL_COMMON if method in SSL_METHODS else EBM_COMMON
+    sampling = SAMPLING if method in ("cd", "pcd") else {}
+    return {**COMMON, **family, **sampling, **PRESETS[method]}
+
+
+def resolve(method, overrides):
+    """The preset's settings with `overrides` applied; unknown names raise ValueError."""
+    config = defaults(method)
+    unknown = sorted(set(overrides) - set(config))
+    if unknown:
+        raise ValueError(f"{method} has no setting {', '.join(unknown)}")
+    config.update({k: v for k, v in overrides.items() if v is not None})
+    return config
+
+
+def data_kind(x):
+    """'binary' (only 0 and 1), 'toy' (2-D points) or 'continuous' (anything else)."""
+    x = np.asarray(x)
+    if x.ndim == 2 and np.isin(x, (0.0, 1.0)).all():
+        return "binary"
+    return "toy" if x.ndim == 2 and x.shape[1] == 2 else "continuous"
+
+
+def data_bounds(kind):
+    """The box the samples of an EBM stay in: [-4, 4] for the toys, [0, 1] otherwise."""
+    return TOY_BOUNDS if kind == "toy" else (0.0, 1.0)
+
+
+# -- optimizers ---------------------------------------------------------------------
+def build_optimizer(config, steps_per_epoch, lr_scale=1.0, family="ssl"):
+    """The preset's optimizer and schedule for `config` (see `resolve`).
+
+    Self-supervised methods: linear warm-up then cosine decay (`WarmupCosine`),
+    AdamW, SGD with momentum 0.9 or LARS. Classical methods: a linear decay to
+    `final_learning_rate_fraction`, Adam or SGD (no weight decay: a decay on the
+    RBM's biases would bias the likelihood).
+    """
+    from keras_ebm.optimizers import LARS
+    from keras_ebm.optimizers import WarmupCosine
+    from keras_ebm.optimizers import scale_learning_rate
+
+    learning_rate = config["learning_rate"] * lr_scale
+    total_steps = max(1, int(config["epochs"]) * int(steps_per_epoch))
+    if family == "ebm":
+        schedule = keras.optimizers.schedules.PolynomialDecay(
+            learning_rate, total_steps, learning_rate * config["final_learning_rate_fraction"])
+        clip = {"global_clipnorm": config["grad_clip"]} if config["grad_clip"] else {}
+        if config["optimizer"] == "sgd":
+            return keras.optimizers.SGD(schedule, momentum=0.9, **clip)
+        return keras.optimizers.Adam(schedule, **clip)
+    if config["lr_scaling"] != "none":
+        learning_rate = scale_learning_rate(learning_rate, config["batch_size"],
+                                            rule=config["lr_scaling"])
+    warmup_steps = min(int(config["warmup_epochs"] * steps_per_epoch), total_steps - 1)
+    schedule = WarmupCosine(learning_rate, total_steps, warmup_steps=warmup_steps)
+    if config["optimizer"] == "lars":
+        return LARS(schedule, momentum=0.9, weight_decay=config["weight_decay"])
+    if config["optimizer"] == "sgd":
+        return keras.optimizers.SGD(schedule, momentum=0.9,
+                                    weight_decay=config["weight_decay"] or None)
+    return keras.optimizers.AdamW(schedule, weight_decay=config["weight_decay"])
+
+
+# -- self-supervised methods --------------------------------------------------------
+def make_jigsaw(config):
+    from keras_ebm.layers import Jigsaw
+
+    return Jigsaw(grid_size=3, patch_size=config["jigsaw_patch_size"],
+                  resize_to=config["jigsaw_resize"], seed=config["seed"], name="jigsaw")
+
+
+def check_pirl_images(config, image_shape):
+    """Raises ValueError (naming the setting) when the jigsaw patches would be too small."""
+    patch = make_jigsaw(config).patch_shape((None, *image_shape))
+    if min(patch[:2]) < MIN_PATCH_SIZE:
+        size = config["jigsaw_resize"] or f"{image_shape[0]}x{image_shape[1]}"
+        raise ValueError(f"--method=pirl: images of {size} are too small for a 3x3 jigsaw grid "
+                         f"({patch[0]}x{patch[1]} patches, at least {MIN_PATCH_SIZE}x"
+                         f"{MIN_PATCH_SIZE} needed); pass --jigsaw_resize={3 * MIN_PATCH_SIZE} "
+                         "or larger")
+
+
+def build_ssl(method, config, image_shape, num_train):
+    import keras_ebm
+
+    jigsaw = make_jigsaw(config) if method == "pirl" else None
+    encoder_shape = tuple(image_shape)
+    if jigsaw is not None and jigsaw.patch_shape((None, *image_shape)) != tuple(image_shape):
+        # The encoder sees images and patches of another size: fully convolutional.
+        encoder_shape = (None, None, image_shape[-1])
+    encoder = keras_ebm.backbones.get_backbone(config["backbone"], encoder_shape)
+    head = keras_ebm.layers.ProjectionHead(
+        hidden_dims=[int(d) for d in config["projection_hidden_dims"]],
+        output_dim=config["projection_dim"], batch_norm=config["projection_batch_norm"],
+        name="projection_head")
+    augmenter = keras_ebm.data.make_augmenter(
+        image_shape, strength=config["augment_strength"],
+        crop_scale=(config["crop_scale_min"], 1.0), flip=config["flip"],
+        grayscale_probability=config["grayscale_probability"],
+        blur_probability=config["blur_probability"], seed=config["seed"])
+    common = {"augmenter": augmenter, "input_shape": tuple(image_shape), "name": method}
+    if method == "simclr":
+        return keras_ebm.methods.SimCLR(encoder, head, temperature=config["temperature"],
+                                        **common)
+    if method == "contrastive_embedding":
+        return keras_ebm.methods.ContrastiveEmbedding(
+            encoder, head, energy=config["energy"], margin=config["margin"], **common)
+    if method == "pirl":
+        patch_head = keras_ebm.layers.PatchHead(config["patch_dim"], config["projection_dim"],
+                                                name="patch_head")
+        return keras_ebm.methods.PIRL(
+            encoder, head, patch_head, num_negatives=config["num_negatives"],
+            temperature=config["temperature"], loss_weight=config["loss_weight"],
+            bank_momentum=config["bank_momentum"], bank_size=num_train, jigsaw=jigsaw,
+            nce_form=config["nce_form"], **common)
+    return keras_ebm.methods.MoCo(
+        encoder, head, queue_size=config["queue_size"], momentum=config["momentum"],
+        temperature=config["temperature"], bn_splits=config["bn_splits"], **common)
+
+
+# -- classical energy-based methods -------------------------------------------------
+def build_sampler(config, kind):
+    from keras_ebm import samplers
+
+    name = config["sampler"] or ("gibbs" if kind == "binary" else "langevin")
+    if name == "gibbs":
+        if kind != "binary":
+            raise ValueError("--sampler=gibbs needs an RBM (binary data, --dataset=binary_digits)")
+        return samplers.Gibbs(num_steps=config["mcmc_steps"])
+    if name == "metropolis":
+        return samplers.MetropolisHastings(
+            num_steps=config["mcmc_steps"], proposal="bit_flip" if kind == "binary" else "gaussian",
+            proposal_scale=config["proposal_scale"])
+    if kind == "binary":
+        raise ValueError("--sampler=langevin needs continuous data")
+    low, high = data_bounds(kind)
+    return samplers.Langevin(
+        num_steps=config["mcmc_steps"], step_size=config["step_size"],
+        noise_scale=config["noise_scale"], grad_clip=config["langevin_grad_clip"],
+        clip_value_min=low, clip_value_max=high, metropolis=config["mala"])
+
+
+def build_energy(config, kind, x_train):
+    from keras_ebm.energies import RBM
+    from keras_ebm.energies import MLPEnergy
+
+    if kind == "binary":
+        rbm = RBM(x_train.shape[1], config["num_hidden"])
+        rbm.set_visible_bias_from_data(x_train)
+        return rbm
+    energy = MLPEnergy([int(u) for u in config["energy_hidden_units"]],
+                       spectral_normalization=config["spectral_normalization"])
+    energy.build((None, x_train.shape[1]))
+    return energy
+
+
+def build_autoencoder(config, kind, dim):
+    hidden = [int(u) for u in config["energy_hidden_units"]]
+    layers = [keras.Input((dim,))]
+    layers += [keras.layers.Dense(u, activation="swish") for u in hidden]
+    layers += [keras.layers.Dense(dim, activation="sigmoid" if kind != "toy" else None)]
+    return keras.Sequential(layers, name="autoencoder")
+
+
+def build_ebm(method, config, x_train, kind):
+    from keras_ebm import methods
+    from keras_ebm.memory import ReplayBuffer
+    from keras_ebm.methods.noise_contrastive_estimation import BernoulliNoise
+    from keras_ebm.methods.noise_contrastive_estimation import GaussianNoise
+
+    if method in BINARY_ONLY_METHODS and kind != "binary":
+        raise ValueError(f"--method={method} needs binary data (--dataset=binary_digits)")
+    if method == "dae":
+        noise = config["dae_noise"] or ("bitflip" if kind == "binary" else "gaussian")
+        return methods.DenoisingAutoencoder(build_autoencoder(config, kind, x_train.shape[1]),
+                                            noise=noise, noise_level=config["dae_noise_level"])
+    energy = build_energy(config, kind, x_train)
+    if method in ("cd", "pcd"):
+        buffer = None
+        if config["persistent"]:
+            low, high = data_bounds(kind)
+            buffer = ReplayBuffer(config["num_chains"], x_train.shape[1:],
+                                  noise="bernoulli" if kind == "binary" else "uniform",
+                                  minval=low, maxval=high,
+                                  reinit_fraction=config["reinit_fraction"])
+        return methods.ContrastiveDivergence(
+            energy, build_sampler(config, kind), persistent=config["persistent"],
+            replay_buffer=buffer, chains_per_step=config["chains_per_step"],
+            energy_l2=config["energy_l2"])
+    if method == "nce":
+        noise = (BernoulliNoise.from_data(x_train) if kind == "binary"
+                 else GaussianNoise.from_data(x_train, 1.2))
+        model = methods.NoiseContrastiveEstimation(energy, noise,
+                                                   noise_ratio=config["noise_ratio"])
+        # NOTE: c starts at an importance-sampling estimate of the initial log Z
+        # (the paper starts anywhere); from 0 the RBM's biases absorb the gap.
+        model.initialize_log_partition()
+        return model
+    cls = {"ratio_matching": methods.RatioMatching, "mpf": methods.MinimumProbabilityFlow,
+           "ml": methods.MaximumLikelihood}[method]
+    return cls(energy)
+
+
+# -- the one entry point ------------------------------------------------------------
+def default_steps_per_epoch(config, num_examples):
+    """Updates per epoch: full batches of the training set."""
+    return max(1, num_examples // min(int(config["batch_size"]), num_examples))
+
+
+def build(method, x_train, compile=True, steps_per_epoch=None, **overrides):  # noqa: A002
+    """The preset `method`, built for `x_train` and compiled with its optimizer and schedule.
+
+    Args:
+        method: one of `METHODS`.
+        x_train: the training array (images [N, H, W, C] in [0, 1] for the
+            self-supervised methods, [N, D] for the classical ones); sets the
+            input shape, PIRL's bank size, the RBM's visible biases, the NCE
+            noise and the EBM data kind.
+        compile: bool, compile with the preset's optimizer. Defaults to True.
+        steps_per_epoch: int or None, updates per epoch for the schedule;
+            None: full batches of `x_train`.
+        **overrides: any setting of `defaults(method)` (e.g. `epochs`,
+            `learning_rate`, `temperature`, `queue_size`).
+
+    Returns:
+        The method, a `keras.Model` (compiled if `compile`). `resolve(method,
+        overrides)` gives the settings it was built with.
+
+    Example:
+
+    >>> model = keras_ebm.presets.build("simclr", x_train, epochs=50)
+    >>> keras_ebm.training.fit(model, x_train, workdir="runs/simclr", epochs=50,
+    ...                        batch_size=256)
+    """
+    config = resolve(method, overrides)
+    x_train = np.asarray(x_train)
+    if method in SSL_METHODS:
+        if method == "pirl":
+            check_pirl_images(config, x_train.shape[1:])
+        model = build_ssl(method, config, x_train.shape[1:], len(x_train))
+        family = "ssl"
+    else:
+        model = build_ebm(method, config, x_train, data_kind(x_train))
+        model(x_train[:2])  # builds every variable before the optimizer
+        family = "ebm"
+    if compile:
+        steps = steps_per_epoch or default_steps_per_epoch(config, len(x_train))
+        model.compile(optimizer=build_optimizer(config, steps, family=family),
+                      jit_compile=config["jit_compile"])
+    return model
+
+
+def optimizer_factory(method, steps_per_epoch, **overrides):
+    """`lr_scale -> optimizer` of the preset, for `keras_ebm.training.fit`'s rollback."""
+    config = resolve(method, overrides)
+    family = "ssl" if method in SSL_METHODS else "ebm"
+    return lambda lr_scale=1.0: build_optimizer(config, steps_per_epoch, lr_scale, family=family)
