@@ -13,6 +13,8 @@ API when the private path is missing or fails.
 | `flatten_layers` | `Layer._flatten_layers` | the same walk over `Model.layers`, or the layers a layer holds in its attributes |
 | `multi_worker_mode` | `strategy.extended._in_multi_worker_mode()` (TensorFlow) | more than one chief or worker task in the strategy's cluster spec |
 | `backup_paths` | `BackupAndRestore._weights_path`, `._training_metadata_path` | the file names Keras 3 uses in `backup_dir` |
+| `keep_error_message` | the `_keras_call_info_injected` flag Keras's layer call reads on an error | none: Keras then adds its multi-line call information to the message |
+| `in_xla_context` | `tensorflow.python.ops.control_flow_util.GraphOrParentsInXlaContext` | False (not known to be compiled by XLA) |
 
 Where the private path could silently do something else in another Keras, it
 checks itself: the weights writer compares its walk of the model with the
@@ -78,6 +80,7 @@ _PRIVATE_API_ERRORS = (AttributeError, TypeError, ValueError, KeyError, IndexErr
 _saving_lib = _import("keras.src.saving.saving_lib")
 _keras_saveable = _import("keras.src.saving.keras_saveable")
 _naming = _import("keras.src.utils.naming")
+_control_flow_util = _import("tensorflow.python.ops.control_flow_util")
 _SAVING_PRIVATE = all(
     module is not None and all(hasattr(module, name) for name in names)
     for module, names in ((_saving_lib, ("_walk_saveable", "_save_state", "H5IOStore")),
@@ -361,3 +364,42 @@ def _public_multi_worker_mode(strategy):
     except _PRIVATE_API_ERRORS:
         return False
     return sum(len(cluster.get(job, ())) for job in ("chief", "worker")) > 1
+
+
+# -- errors ----------------------------------------------------------------------------
+def keep_error_message(error_class):
+    """Class decorator: Keras raises `error_class` from a layer's `call` with its message as is.
+
+    Keras wraps an error raised in a layer's `call` into a multi-line
+    "Exception encountered when calling ..." message unless the error says
+    its call information is already injected. Private: the class attribute
+    `_keras_call_info_injected = True`, which Keras's call wrapper reads.
+    Fallback (the attribute cannot be set): nothing; the message then carries
+    Keras's call information too. Returns `error_class`.
+    """
+    try:
+        error_class._keras_call_info_injected = True
+    except (AttributeError, TypeError):  # pragma: no cover - an immutable class
+        pass
+    return error_class
+
+
+# -- XLA -------------------------------------------------------------------------------
+def in_xla_context():
+    """True while tracing a function that XLA will compile (`jit_compile=True`, TPUs).
+
+    TensorFlow has no public test for it. Private (TensorFlow):
+    `control_flow_util.GraphOrParentsInXlaContext` of the default graph.
+    Fallback: False (eagerly, or when the private function is missing or fails).
+    """
+    import tensorflow as tf
+
+    if tf.executing_eagerly():
+        return False
+    private = getattr(_control_flow_util, "GraphOrParentsInXlaContext", None)
+    if not callable(private):
+        return False
+    try:
+        return bool(private(tf.compat.v1.get_default_graph()))
+    except _PRIVATE_API_ERRORS:
+        return False

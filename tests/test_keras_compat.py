@@ -2,6 +2,7 @@
 
 import importlib
 import os
+import random
 import subprocess
 import sys
 import warnings
@@ -184,3 +185,80 @@ print("ok")
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, check=False,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
+
+
+def test_keep_error_message_keeps_one_line_messages_raised_in_call():
+    @keras_compat.keep_error_message
+    class OneLineError(ValueError):
+        pass
+
+    class Raiser(keras.layers.Layer):
+        def __init__(self, error, **kwargs):
+            super().__init__(**kwargs)
+            self.error = error
+
+        def call(self, x):
+            raise self.error("bad input")
+
+    with pytest.raises(OneLineError) as caught:
+        Raiser(OneLineError)(np.zeros((1, 2), "float32"))
+    assert str(caught.value) == "bad input"
+    with pytest.raises(ValueError) as caught:  # undecorated: Keras adds its call information
+        Raiser(ValueError)(np.zeros((1, 2), "float32"))
+    assert str(caught.value) != "bad input"
+
+
+def _xla_flags():
+    """in_xla_context() eagerly, traced by a plain tf.function, traced for XLA."""
+    seen = [keras_compat.in_xla_context()]
+
+    def record(x):
+        seen.append(keras_compat.in_xla_context())
+        return x + 1
+
+    tf.function(record)(tf.constant(1.0))
+    tf.function(record, jit_compile=True)(tf.constant(1.0))
+    return seen
+
+
+def test_in_xla_context_and_its_fallback(monkeypatch):
+    assert _xla_flags() == [False, False, True]
+    monkeypatch.setattr(keras_compat, "_control_flow_util", None)  # the private module moved
+    assert _xla_flags() == [False, False, False]
+
+    class Changed:
+        @staticmethod
+        def GraphOrParentsInXlaContext(*args):  # noqa: N802 - TensorFlow's name
+            raise TypeError("another signature")
+
+    monkeypatch.setattr(keras_compat, "_control_flow_util", Changed)
+    assert _xla_flags() == [False, False, False]
+
+
+def test_queue_and_memory_bank_start_from_set_random_seed_on_every_keras():
+    """Their initial rows come from Python's `random`, not Keras's global generator
+    (which `keras.utils.set_random_seed` resets only from Keras 3.13 on)."""
+    from keras_ebm.memory import MemoryBank, Queue
+
+    def build(draws):
+        keras.utils.set_random_seed(3)  # seeds Python's `random`
+        state = random.getstate()
+        for _ in range(draws):  # moves Keras's global generator (may seed it from `random`)
+            keras.random.normal((5,))
+        random.setstate(state)
+        return (np.asarray(Queue(size=6, dim=4).keys),
+                np.asarray(MemoryBank(num_entries=5, dim=4).entries))
+
+    first, second = build(1), build(2)
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, rtol=1e-5)
+    keras.utils.set_random_seed(4)
+    assert not np.array_equal(np.asarray(Queue(size=6, dim=4).keys), first[0])
+    np.testing.assert_array_equal(np.asarray(Queue(size=6, dim=4, seed=7).keys),
+                                  np.asarray(Queue(size=6, dim=4, seed=7).keys))
+    queue = Queue(size=6, dim=4, seed=7)
+    assert Queue.from_config(queue.get_config()).seed == 7
+    # The saved weights are as before: no variable added.
+    assert [w.name for w in queue.weights] == ["keys", "pointer", "num_enqueued"]
+    assert [w.name for w in MemoryBank(5, 4).weights] == ["entries", "num_updates", "num_draws"]

@@ -5,10 +5,7 @@ import math
 import keras
 import tensorflow as tf
 
-try:  # Private, but the only way to see that a tf.function is being compiled by XLA.
-    from tensorflow.python.ops import control_flow_util as _control_flow_util
-except ImportError:  # pragma: no cover - a TensorFlow without the module
-    _control_flow_util = None
+from keras_ebm.keras_compat import in_xla_context, keep_error_message
 
 
 def _bernoulli(probabilities, uniform=None):
@@ -22,22 +19,14 @@ def _bernoulli(probabilities, uniform=None):
     return tf.cast(uniform < probabilities, probabilities.dtype)
 
 
+@keep_error_message
 class RBMInputError(ValueError):
     """A `ValueError` about the RBM's inputs, its one-line message kept as is.
 
-    Keras wraps errors raised in a layer's `call` into a multi-line
-    "Exception encountered when calling ..." message unless the error says
-    its call information is already injected.
+    Keras would wrap an error raised in a layer's `call` into a multi-line
+    "Exception encountered when calling ..." message
+    (`keras_ebm.keras_compat.keep_error_message`).
     """
-
-    _keras_call_info_injected = True
-
-
-def _in_xla_context():
-    """True while tracing a function that XLA will compile (`jit_compile=True`, TPUs)."""
-    if _control_flow_util is None or tf.executing_eagerly():
-        return False
-    return _control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
 
 
 def _binary_states(num_bits, dtype="float32"):
@@ -209,7 +198,7 @@ class RBM(keras.layers.Layer):
                     self._binary_message(f"{low:g}", f"{high:g}", f"{(low + high) / 2:g}")
                 )
             return visible
-        if _in_xla_context():
+        if in_xla_context():
             # XLA ignores Assert ops and cannot compile the string formatting:
             # compiling the check would only break `jit_compile=True`.
             return visible

@@ -1,5 +1,7 @@
 """A memory bank: one slowly moving, L2-normalised embedding per training image (PIRL)."""
 
+import random
+
 import keras
 import tensorflow as tf
 from keras import ops
@@ -8,8 +10,20 @@ from keras_ebm import distribute
 from keras_ebm.layers.cosine_energy import normalize
 
 
-def _random_unit_rows(shape, dtype=None):
-    return normalize(keras.random.normal(shape, dtype="float32"))
+def _random_unit_rows(seed):
+    """An initializer of random unit rows, the same for the same integer `seed`."""
+
+    def initializer(shape, dtype=None):
+        return normalize(keras.random.normal(shape, dtype="float32", seed=seed))
+
+    return initializer
+
+
+def _initial_seed(seed):
+    """`seed`, or when None one drawn from Python's `random` (which
+    `keras.utils.set_random_seed` seeds on every Keras version, unlike Keras's
+    own global generator before 3.13)."""
+    return random.randint(0, 2**31 - 1) if seed is None else int(seed)
 
 
 @keras.saving.register_keras_serializable(package="keras_ebm")
@@ -44,7 +58,11 @@ class MemoryBank(keras.layers.Layer):
         dim: int >= 1, default 128. The embedding dimension.
         momentum: float in [0, 1), default 0.5 (PIRL). The weight of the old
             slot value in an update; 0 overwrites the slot.
-        seed: None or int, default None (taken as 0). Seed of the negative draws.
+        seed: None or int, default None. Seed of the initial random slots and
+            of the negative draws. None: the negative draws use seed 0, and
+            the initial slots a seed drawn from Python's `random` at
+            construction, so that `keras.utils.set_random_seed` makes them
+            reproducible.
         **kwargs: base layer keyword arguments.
 
     Example:
@@ -73,7 +91,8 @@ class MemoryBank(keras.layers.Layer):
         self.momentum = float(momentum)
         self.seed = seed
         self.entries = self.add_weight(shape=(self.num_entries, self.dim),
-                                       initializer=_random_unit_rows, trainable=False,
+                                       initializer=_random_unit_rows(_initial_seed(seed)),
+                                       trainable=False,
                                        name="entries", aggregation="only_first_replica")
         self.num_updates = self.add_weight(shape=(), initializer="zeros", dtype="int64",
                                            trainable=False, name="num_updates",

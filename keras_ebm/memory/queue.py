@@ -1,5 +1,7 @@
 """A FIFO queue of keys: MoCo's dictionary of negatives."""
 
+import random
+
 import keras
 from keras import ops
 
@@ -7,8 +9,20 @@ from keras_ebm import distribute
 from keras_ebm.layers.cosine_energy import normalize
 
 
-def _random_unit_rows(shape, dtype=None):
-    return normalize(keras.random.normal(shape, dtype="float32"))
+def _random_unit_rows(seed):
+    """An initializer of random unit rows, the same for the same integer `seed`."""
+
+    def initializer(shape, dtype=None):
+        return normalize(keras.random.normal(shape, dtype="float32", seed=seed))
+
+    return initializer
+
+
+def _initial_seed(seed):
+    """`seed`, or when None one drawn from Python's `random` (which
+    `keras.utils.set_random_seed` seeds on every Keras version, unlike Keras's
+    own global generator before 3.13)."""
+    return random.randint(0, 2**31 - 1) if seed is None else int(seed)
 
 
 @keras.saving.register_keras_serializable(package="keras_ebm")
@@ -25,7 +39,7 @@ class Queue(keras.layers.Layer):
     tf.distribute carry it:
 
     - `keys` [size, dim]: the stored keys, initialised to random unit vectors
-      as in MoCo;
+      as in MoCo (drawn from `seed`);
     - `pointer` (int64): the slot the next key is written to;
     - `num_enqueued` (int64): keys written so far (the queue is full of real
       keys once it reaches `size`).
@@ -41,6 +55,9 @@ class Queue(keras.layers.Layer):
     Args:
         size: int, number of keys (MoCo's K), default 4096.
         dim: int, key dimension, default 128.
+        seed: None or int, default None. Seed of the initial random keys; None
+            draws one from Python's `random` at construction, so that
+            `keras.utils.set_random_seed` makes the keys reproducible.
         **kwargs: base layer keyword arguments.
 
     Example:
@@ -57,13 +74,15 @@ class Queue(keras.layers.Layer):
         Learning, CVPR 2020, section 3.2.
     """
 
-    def __init__(self, size=4096, dim=128, **kwargs):
+    def __init__(self, size=4096, dim=128, seed=None, **kwargs):
         super().__init__(**kwargs)
         if int(size) < 1 or int(dim) < 1:
             raise ValueError(f"Queue: size and dim must be >= 1, got size={size}, dim={dim}")
         self.size = int(size)
         self.dim = int(dim)
-        self.keys = self.add_weight(shape=(self.size, self.dim), initializer=_random_unit_rows,
+        self.seed = None if seed is None else int(seed)
+        self.keys = self.add_weight(shape=(self.size, self.dim),
+                                    initializer=_random_unit_rows(_initial_seed(self.seed)),
                                     trainable=False, aggregation="only_first_replica",
                                     name="keys")
         self.pointer = self.add_weight(shape=(), initializer="zeros", dtype="int64",
@@ -99,5 +118,5 @@ class Queue(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"size": self.size, "dim": self.dim})
+        config.update({"size": self.size, "dim": self.dim, "seed": self.seed})
         return config
