@@ -22,4 +22,6 @@ from keras_ebm import losses  # noqa: E402
 from keras_ebm import memory  # noqa: E402
 from keras_ebm import methods  # noqa: E402
 from keras_ebm import optimizers  # noqa: E402
+from keras_ebm import presets  # noqa: E402
 from keras_ebm import samplers  # noqa: E402
+from keras_ebm import training  # noqa: E402

@@ -326,3 +326,16 @@ def sync_batch_norm(layer, synchronized=True):
             sublayer.synchronized = bool(synchronized)
             count += 1
     return count
+
+
+def default_jit_compile(setting="auto", strategy="default"):
+    """Whether to compile with XLA: `setting` "true"/"false", or "auto".
+
+    "auto" uses XLA on GPUs and TPUs only: on CPUs it made a ResNet-18 SimCLR
+    step 1.8x slower, and under MirroredStrategy over logical CPUs it fails.
+    """
+    if setting != "auto":
+        return setting == "true"
+    if strategy != "default":
+        return strategy == "tpu"
+    return bool(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))

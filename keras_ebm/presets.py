@@ -12,6 +12,8 @@ Self-supervised presets (`SSL_METHODS`) take images in [0, 1] of shape
 (RBM energy), continuous in [0, 1] or 2-D toy points in [-4, 4]^2 (MLP energy).
 """
 
+import math
+
 import keras
 import numpy as np
 
@@ -59,6 +61,45 @@ SAMPLING = {  # cd and pcd
     "langevin_grad_clip": None, "proposal_scale": 0.1, "num_chains": 200,
     "chains_per_step": None, "reinit_fraction": 0.0, "energy_l2": 0.0,
 }
+
+
+# Integer settings that must be >= 1, and (name, low, high, low_open, high_open) ranges.
+POSITIVE = ("epochs", "batch_size", "queue_size", "bn_splits", "projection_dim", "probe_draws",
+            "num_negatives", "patch_dim", "steps_per_epoch", "max_train_examples", "image_size",
+            "jigsaw_resize", "jigsaw_patch_size", "num_hidden", "mcmc_steps", "num_chains",
+            "grid_size", "toy_train_samples", "toy_test_samples", "max_rollbacks")
+RANGES = [(name, 0, None, False, False) for name in (
+    "step_size", "noise_scale", "energy_l2", "grad_clip", "noise_ratio", "dae_noise_level",
+    "proposal_scale", "reinit_fraction", "weight_decay", "warmup_epochs", "augment_strength")] + [
+    ("learning_rate", 0, None, True, False), ("temperature", 0, None, True, False),
+    ("margin", 0, None, True, False), ("momentum", 0, 1, False, True),
+    ("bank_momentum", 0, 1, False, True), ("loss_weight", 0, 1, False, False),
+    ("crop_scale_min", 0, 1, True, False), ("blur_probability", 0, 1, False, False),
+    ("grayscale_probability", 0, 1, False, False), ("rollback_lr_factor", 0, 1, True, True)]
+
+
+def check_settings(settings):
+    """Raises ValueError naming the first setting out of its range ("temperature=0 must be > 0").
+
+    Example:
+
+    >>> keras_ebm.presets.check_settings({"momentum": 1.0})
+    ValueError: momentum=1.0 must be >= 0 and < 1
+    """
+    for name in POSITIVE:
+        if settings.get(name) is not None and settings[name] < 1:
+            raise ValueError(f"{name}={settings[name]} must be >= 1")
+    for name, low, high, low_open, high_open in RANGES:
+        value = settings.get(name)
+        if value is None:
+            continue
+        if not math.isfinite(value):
+            raise ValueError(f"{name}={value} must be a finite number")
+        if (value < low or (low_open and value == low)) or (high is not None and (
+                value > high or (high_open and value == high))):
+            bound = f"{'>' if low_open else '>='} {low}"
+            bound += f" and {'<' if high_open else '<='} {high}" if high is not None else ""
+            raise ValueError(f"{name}={value} must be {bound}")
 
 
 def defaults(method):

@@ -191,8 +191,9 @@ def fit(model, x, *, workdir, epochs, batch_size, optimizer=None, seed=0, steps_
     while True:
         if optimizer is not None:
             lr_scale = rollback_lr_factor ** rollbacks
-            model.compile(optimizer=optimizer(lr_scale) if callable(optimizer) else optimizer,
-                          jit_compile=jit_compile)
+            with model.distribute_strategy.scope():  # the optimizer lives in the strategy
+                model.compile(optimizer=optimizer(lr_scale) if callable(optimizer)
+                              else optimizer, jit_compile=jit_compile)
         initial_epoch = min(checkpoint_epoch(checkpoint_dir), int(epochs))
         if dataset_fn is None:
             data, fit_steps = epoch_ordered_dataset(

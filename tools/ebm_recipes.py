@@ -61,12 +61,6 @@ flags.DEFINE_integer("max_rollbacks", 3, "Most rollbacks before --on_divergence=
 flags.DEFINE_float("rollback_lr_factor", 0.5,
                    "Each rollback multiplies the learning rate (schedule) by this factor.")
 
-# Checked by tools/train.py: integer flags >= 1, and (name, low, high, low_open, high_open).
-POSITIVE_INTS = ("num_hidden", "mcmc_steps", "num_chains", "grid_size", "toy_train_samples",
-                 "toy_test_samples", "max_rollbacks")
-RANGES = [(name, 0, None, False, False) for name in (
-    "step_size", "noise_scale", "energy_l2", "grad_clip", "noise_ratio", "dae_noise_level",
-    "proposal_scale", "reinit_fraction")] + [("rollback_lr_factor", 0, 1, True, True)]
 EBM_ONLY = ("num_hidden", "sampler", "mcmc_steps", "num_chains", "noise_ratio", "dae_noise")
 
 

@@ -14,8 +14,8 @@ Bad input prints one line naming the flag or file, exits with status 2 and
 writes no export; a diverged run exits with status 1 and exports nothing.
 """
 
+import contextlib
 import json
-import math
 import os
 import sys
 import time
@@ -129,30 +129,11 @@ def validate_flags():
     if ssl and FLAGS.backbone is not None and FLAGS.backbone not in registry.BACKBONES:
         raise UsageError(f"--backbone={FLAGS.backbone!r} is unknown; choose one of "
                          f"{', '.join(registry.BACKBONES)}")
-    for name in ebm_recipes.POSITIVE_INTS + ("epochs", "batch_size", "queue_size", "bn_splits",
-                                             "projection_dim", "probe_draws", "num_negatives",
-                                             "patch_dim", "steps_per_epoch", "max_train_examples",
-                                             "image_size", "jigsaw_resize", "jigsaw_patch_size"):
-        if FLAGS[name].value is not None and FLAGS[name].value < 1:
-            raise UsageError(f"--{name}={FLAGS[name].value} must be >= 1")
-    for name, low, high, low_open, high_open in ebm_recipes.RANGES + [
-            ("learning_rate", 0, None, True, False), ("weight_decay", 0, None, False, False),
-            ("warmup_epochs", 0, None, False, False), ("temperature", 0, None, True, False),
-            ("momentum", 0, 1, False, True), ("bank_momentum", 0, 1, False, True),
-            ("loss_weight", 0, 1, False, False), ("margin", 0, None, True, False),
-            ("augment_strength", 0, None, False, False), ("crop_scale_min", 0, 1, True, False),
-            ("blur_probability", 0, 1, False, False), ("grayscale_probability", 0, 1, False,
-                                                        False)]:
-        value = FLAGS[name].value
-        if value is None:
-            continue
-        if not math.isfinite(value):
-            raise UsageError(f"--{name}={value} must be a finite number")
-        if (value < low or (low_open and value == low)) or (high is not None and (
-                value > high or (high_open and value == high))):
-            bound = f"{'>' if low_open else '>='} {low}"
-            bound += f" and {'<' if high_open else '<='} {high}" if high is not None else ""
-            raise UsageError(f"--{name}={value} must be {bound}")
+    given = {name: FLAGS[name].value for name in FLAGS if FLAGS[name].value is not None}
+    try:
+        presets.check_settings(given)
+    except ValueError as error:
+        raise UsageError(f"--{error}") from None
     try:
         if any(int(d) < 1 for d in FLAGS.projection_hidden_dims or []):
             raise ValueError
@@ -172,14 +153,9 @@ def validate_flags():
 
 
 def use_xla():
-    """--jit_compile=auto: XLA on GPUs and TPUs, never on CPUs (measured slower there)."""
-    import tensorflow as tf
+    from keras_ebm import distribute
 
-    if FLAGS.jit_compile != "auto":
-        return FLAGS.jit_compile == "true"
-    if FLAGS.strategy != "default":
-        return FLAGS.strategy == "tpu"  # XLA under MirroredStrategy on CPUs fails
-    return bool(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
+    return distribute.default_jit_compile(FLAGS.jit_compile, FLAGS.strategy)
 
 
 def load_images():
@@ -231,7 +207,7 @@ def train(workdir, export_dir):
     steps = presets.default_steps_per_epoch(config, len(x_train))
     steps = min(steps, FLAGS.steps_per_epoch or steps)
     try:
-        with strategy.scope() if ssl else _nothing():
+        with strategy.scope() if ssl else contextlib.nullcontext():
             model = presets.build(FLAGS.method, x_train, steps_per_epoch=steps, **overrides())
             if FLAGS.sync_batch_norm:
                 distribute.sync_batch_norm(model)
@@ -271,6 +247,8 @@ def train(workdir, export_dir):
     metrics = {"method": FLAGS.method, "dataset": FLAGS.dataset, "epochs": config["epochs"],
                "batch_size": config["batch_size"], "train_seconds": round(seconds, 1),
                "rollbacks": result.rollbacks, **{f"final_{k}": v for k, v in history.items()}}
+    if ssl:
+        metrics.update(backbone=config["backbone"], replicas=strategy.num_replicas_in_sync)
     if ssl and FLAGS.evaluate:
         trained = probes.evaluation_rows(
             dataset, {f"{FLAGS.method} (trained)": model.encoder},
@@ -293,14 +271,6 @@ def train(workdir, export_dir):
     print(f"\nTrained in {seconds:.0f} s. Model: {metrics['model']}. SavedModel: "
           f"{metrics['export']}. Metrics: {os.path.join(workdir, 'metrics.json')}")
     return metrics
-
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *args):
-        return False
 
 
 def main(argv):

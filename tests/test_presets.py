@@ -1,0 +1,80 @@
+"""keras_ebm.presets and keras_ebm.training: every EBM preset builds, trains, resumes, saves."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from keras_ebm import presets
+from keras_ebm import training
+from keras_ebm.data.binary_digits import load_binary_digits
+from keras_ebm.data.toy_2d import toy_2d
+
+
+@pytest.mark.parametrize("method,data", [("pcd", "binary"), ("nce", "binary"), ("cd", "toy"),
+                                         ("dae", "binary"), ("ratio_matching", "binary"),
+                                         ("mpf", "binary"), ("ml", "binary")])
+def test_ebm_presets_train_resume_and_save(tmp_path, method, data):
+    x = load_binary_digits()[0][0][:200] if data == "binary" else toy_2d("rings", 200, seed=0)
+    settings = dict(epochs=2, batch_size=20, num_chains=32, mcmc_steps=2,
+                    energy_hidden_units=(8,)) if method in ("cd", "pcd") else dict(
+                    epochs=2, batch_size=20, energy_hidden_units=(8,))
+    model = presets.build(method, x, steps_per_epoch=3, **settings)
+    workdir = str(tmp_path / "work")
+    result = training.fit(model, x, workdir=workdir, epochs=2, batch_size=20, steps_per_epoch=3,
+                          verbose=0)
+    assert result.epochs_run == 2 and np.isfinite(result.history.history["loss"]).all()
+    # A rerun of the finished call trains nothing.
+    assert training.fit(model, x, workdir=workdir, epochs=2, batch_size=20, steps_per_epoch=3,
+                        verbose=0).epochs_run == 0
+    path = training.save_model(model, str(tmp_path / "model.keras"))
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_allclose(np.asarray(loaded(x[:5])), np.asarray(model(x[:5])), rtol=1e-5,
+                               atol=1e-5)
+    assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp.keras")]
+
+
+def test_binary_only_presets_reject_continuous_data():
+    with pytest.raises(ValueError, match="--method=mpf needs binary data"):
+        presets.build("mpf", toy_2d("moons", 100, seed=0))
+
+
+def test_defaults_and_unknown_settings():
+    assert presets.defaults("moco")["temperature"] == 0.2
+    assert presets.defaults("simclr")["temperature"] == 0.5
+    assert presets.defaults("pirl")["temperature"] == 0.07
+    with pytest.raises(ValueError, match="no setting queue_size"):
+        presets.resolve("simclr", {"queue_size": 10})
+    with pytest.raises(ValueError, match="momentum=1.0 must be >= 0 and < 1"):
+        presets.check_settings({"momentum": 1.0})
+    with pytest.raises(ValueError, match="temperature=nan must be a finite number"):
+        presets.check_settings({"temperature": float("nan")})
+
+
+def test_ssl_rollback_restarts_from_the_last_good_checkpoint(tmp_path):
+    x = np.random.default_rng(0).random((64, 8, 8, 1)).astype("float32")
+    settings = dict(backbone="tiny_cnn", epochs=3, batch_size=16, queue_size=32, bn_splits=1,
+                    projection_hidden_dims=(8,), projection_dim=4)
+
+    class PoisonOnce(keras.callbacks.Callback):
+        done = False
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            if self.epoch == 1 and not PoisonOnce.done:
+                PoisonOnce.done = True
+                self.model.encoder.weights[0].assign(np.full(
+                    self.model.encoder.weights[0].shape, np.nan, "float32"))
+
+    model = presets.build("moco", x, **settings)
+    result = training.fit(model, x, workdir=str(tmp_path), epochs=3, batch_size=16,
+                          optimizer=presets.optimizer_factory("moco", 4, **settings),
+                          on_divergence="rollback", callbacks=[PoisonOnce()], verbose=0)
+    assert result.rollbacks == 1 and np.isfinite(result.history.history["loss"]).all()
+    with pytest.raises(training.Diverged):
+        PoisonOnce.done = False
+        training.fit(presets.build("moco", x, **settings), x, workdir=str(tmp_path / "b"),
+                     epochs=3, batch_size=16, callbacks=[PoisonOnce()], verbose=0)
