@@ -26,7 +26,9 @@ class MinimumProbabilityFlow(OneBitFlipMethod):
     Example:
 
     >>> mpf = MinimumProbabilityFlow(RBM(64, 16))
-    >>> mpf.compile(optimizer="adam"); mpf.fit(x_train, batch_size=100, epochs=100)
+    >>> mpf.compile(optimizer=keras.optimizers.Adam(1e-2))
+    >>> mpf.fit(x_train, batch_size=100, epochs=100)
+    >>> mpf.energy(x_test)   # free energies; exact log-likelihood: rbm_log_likelihood
 
     Reference:
         Sohl-Dickstein, Battaglino & DeWeese, "Minimum probability flow
