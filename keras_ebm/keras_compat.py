@@ -33,7 +33,7 @@ import warnings
 
 import keras
 
-KERAS_TESTED = ("3.15.1", "3.15.1")  # (lowest, newest)
+KERAS_TESTED = ("3.12.4", "3.15.1")  # (lowest, newest)
 
 
 def _version_tuple(version):

@@ -78,28 +78,47 @@ RANGES = [(name, 0, None, False, False) for name in (
     ("grayscale_probability", 0, 1, False, False), ("rollback_lr_factor", 0, 1, True, True)]
 
 
+class SettingError(ValueError):
+    """A setting out of its range or unfit for the data; the message starts with its name."""
+
+
 def check_settings(settings):
-    """Raises ValueError naming the first setting out of its range ("temperature=0 must be > 0").
+    """Raises SettingError naming the first setting out of its range ("temperature=0 must be > 0").
 
     Example:
 
     >>> keras_ebm.presets.check_settings({"momentum": 1.0})
-    ValueError: momentum=1.0 must be >= 0 and < 1
+    SettingError: momentum=1.0 must be >= 0 and < 1
     """
+    from keras_ebm.backbones import registry
+
+    backbone = settings.get("backbone")
+    if backbone is not None and backbone not in registry.BACKBONES:
+        raise SettingError(f"backbone={backbone!r} is unknown; choose one of "
+                           f"{', '.join(registry.BACKBONES)}")
+    try:
+        if any(int(d) < 1 for d in settings.get("projection_hidden_dims") or ()):
+            raise ValueError
+    except ValueError:
+        raise SettingError("projection_hidden_dims must be positive integers") from None
+    if settings.get("bn_splits") and settings.get("batch_size") and (
+            settings["batch_size"] < settings["bn_splits"]):
+        raise SettingError(f"batch_size={settings['batch_size']} must be >= "
+                           f"bn_splits={settings['bn_splits']}")
     for name in POSITIVE:
         if settings.get(name) is not None and settings[name] < 1:
-            raise ValueError(f"{name}={settings[name]} must be >= 1")
+            raise SettingError(f"{name}={settings[name]} must be >= 1")
     for name, low, high, low_open, high_open in RANGES:
         value = settings.get(name)
         if value is None:
             continue
         if not math.isfinite(value):
-            raise ValueError(f"{name}={value} must be a finite number")
+            raise SettingError(f"{name}={value} must be a finite number")
         if (value < low or (low_open and value == low)) or (high is not None and (
                 value > high or (high_open and value == high))):
             bound = f"{'>' if low_open else '>='} {low}"
             bound += f" and {'<' if high_open else '<='} {high}" if high is not None else ""
-            raise ValueError(f"{name}={value} must be {bound}")
+            raise SettingError(f"{name}={value} must be {bound}")
 
 
 def defaults(method):
@@ -183,15 +202,30 @@ def make_jigsaw(config):
                   resize_to=config["jigsaw_resize"], seed=config["seed"], name="jigsaw")
 
 
-def check_pirl_images(config, image_shape):
-    """Raises ValueError (naming the setting) when the jigsaw patches would be too small."""
-    patch = make_jigsaw(config).patch_shape((None, *image_shape))
+def check_data(method, config, x_train):
+    """Raises SettingError (naming the setting) for settings that do not fit `x_train`."""
+    num_train = len(x_train)
+    if config["batch_size"] > num_train and method in SSL_METHODS:
+        raise SettingError(f"batch_size={config['batch_size']} is larger than the {num_train} "
+                           "training examples")
+    if method in BINARY_ONLY_METHODS and data_kind(x_train) != "binary":
+        raise SettingError(f"method={method} needs binary data (dataset=binary_digits)")
+    if method != "pirl":
+        return
+    if config["num_negatives"] > num_train:
+        raise SettingError(f"num_negatives={config['num_negatives']} is larger than the memory "
+                           f"bank (one entry per training image: {num_train})")
+    image_shape = x_train.shape[1:]
+    try:
+        patch = make_jigsaw(config).patch_shape((None, *image_shape))
+    except ValueError as error:
+        raise SettingError(f"jigsaw_resize/jigsaw_patch_size: {error}") from None
     if min(patch[:2]) < MIN_PATCH_SIZE:
         size = config["jigsaw_resize"] or f"{image_shape[0]}x{image_shape[1]}"
-        raise ValueError(f"--method=pirl: images of {size} are too small for a 3x3 jigsaw grid "
-                         f"({patch[0]}x{patch[1]} patches, at least {MIN_PATCH_SIZE}x"
-                         f"{MIN_PATCH_SIZE} needed); pass --jigsaw_resize={3 * MIN_PATCH_SIZE} "
-                         "or larger")
+        raise SettingError(f"method=pirl: images of {size} are too small for a 3x3 jigsaw grid "
+                           f"({patch[0]}x{patch[1]} patches, at least {MIN_PATCH_SIZE}x"
+                           f"{MIN_PATCH_SIZE} needed); pass jigsaw_resize={3 * MIN_PATCH_SIZE} "
+                           "or larger")
 
 
 def build_ssl(method, config, image_shape, num_train):
@@ -239,14 +273,14 @@ def build_sampler(config, kind):
     name = config["sampler"] or ("gibbs" if kind == "binary" else "langevin")
     if name == "gibbs":
         if kind != "binary":
-            raise ValueError("--sampler=gibbs needs an RBM (binary data, --dataset=binary_digits)")
+            raise SettingError("sampler=gibbs needs an RBM (binary data, dataset=binary_digits)")
         return samplers.Gibbs(num_steps=config["mcmc_steps"])
     if name == "metropolis":
         return samplers.MetropolisHastings(
             num_steps=config["mcmc_steps"], proposal="bit_flip" if kind == "binary" else "gaussian",
             proposal_scale=config["proposal_scale"])
     if kind == "binary":
-        raise ValueError("--sampler=langevin needs continuous data")
+        raise SettingError("sampler=langevin needs continuous data")
     low, high = data_bounds(kind)
     return samplers.Langevin(
         num_steps=config["mcmc_steps"], step_size=config["step_size"],
@@ -282,8 +316,6 @@ def build_ebm(method, config, x_train, kind):
     from keras_ebm.methods.noise_contrastive_estimation import BernoulliNoise
     from keras_ebm.methods.noise_contrastive_estimation import GaussianNoise
 
-    if method in BINARY_ONLY_METHODS and kind != "binary":
-        raise ValueError(f"--method={method} needs binary data (--dataset=binary_digits)")
     if method == "dae":
         noise = config["dae_noise"] or ("bitflip" if kind == "binary" else "gaussian")
         return methods.DenoisingAutoencoder(build_autoencoder(config, kind, x_train.shape[1]),
@@ -336,6 +368,9 @@ def build(method, x_train, compile=True, steps_per_epoch=None, **overrides):  # 
         **overrides: any setting of `defaults(method)` (e.g. `epochs`,
             `learning_rate`, `temperature`, `queue_size`).
 
+    Raises:
+        SettingError: a setting out of range or unfit for `x_train`.
+
     Returns:
         The method, a `keras.Model` (compiled if `compile`). `resolve(method,
         overrides)` gives the settings it was built with.
@@ -346,11 +381,11 @@ def build(method, x_train, compile=True, steps_per_epoch=None, **overrides):  # 
     >>> keras_ebm.training.fit(model, x_train, workdir="runs/simclr", epochs=50,
     ...                        batch_size=256)
     """
+    check_settings(overrides)
     config = resolve(method, overrides)
     x_train = np.asarray(x_train)
+    check_data(method, config, x_train)
     if method in SSL_METHODS:
-        if method == "pirl":
-            check_pirl_images(config, x_train.shape[1:])
         model = build_ssl(method, config, x_train.shape[1:], len(x_train))
         family = "ssl"
     else:

@@ -164,7 +164,7 @@ def fit(model, x, *, workdir, epochs, batch_size, optimizer=None, seed=0, steps_
 
     Example:
 
-    >>> model = keras_ebm.presets.build("simclr", x_train.shape[1:], epochs=50)
+    >>> model = keras_ebm.presets.build("simclr", x_train, epochs=50)
     >>> result = keras_ebm.training.fit(model, x_train, workdir="runs/simclr", epochs=50,
     ...                                 batch_size=256)
     >>> keras_ebm.training.save_model(model, "runs/simclr/model.keras")

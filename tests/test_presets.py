@@ -36,7 +36,7 @@ def test_ebm_presets_train_resume_and_save(tmp_path, method, data):
 
 
 def test_binary_only_presets_reject_continuous_data():
-    with pytest.raises(ValueError, match="--method=mpf needs binary data"):
+    with pytest.raises(presets.SettingError, match="method=mpf needs binary data"):
         presets.build("mpf", toy_2d("moons", 100, seed=0))
 
 

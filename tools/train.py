@@ -43,10 +43,7 @@ flags.DEFINE_integer("image_size", None, "Resize images to this size (square).")
 flags.DEFINE_integer("max_train_examples", None, "Use at most this many training images.")
 flags.DEFINE_string("backbone", None, f"Encoder: small_cnn, small_resnet, resnet18_cifar, "
                     f"resnet50, tiny_cnn (default: {PRESET}).")
-flags.DEFINE_integer("epochs", None, f"Training epochs (default: {PRESET}).")
 flags.DEFINE_integer("steps_per_epoch", None, "Limit each epoch to this many steps.")
-flags.DEFINE_integer("batch_size", None, f"Global batch size (default: {PRESET}).")
-flags.DEFINE_float("learning_rate", None, f"Peak learning rate (default: {PRESET}).")
 flags.DEFINE_enum("optimizer", None, ["adamw", "sgd", "lars"], f"Optimizer (default: {PRESET}).")
 flags.DEFINE_enum("lr_scaling", None, ["none", "linear", "sqrt"],
                   "Scale --learning_rate with the global batch (x B/256 or x sqrt(B)).")
@@ -58,8 +55,6 @@ flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"],
                   "1.8x slower).")
 flags.DEFINE_enum("mixed_precision", "none", ["none", "bfloat16", "float16"],
                   "Mixed precision; losses and energies stay in float32.")
-flags.DEFINE_float("weight_decay", None, f"Weight decay (default: {PRESET}).")
-flags.DEFINE_float("warmup_epochs", None, "Linear warm-up epochs before the cosine decay.")
 flags.DEFINE_string("workdir", os.path.join(REPO, "runs", "default"),
                     "Folder for logs, checkpoints, model and metrics.")
 flags.DEFINE_string("export_dir", None,
@@ -67,7 +62,8 @@ flags.DEFINE_string("export_dir", None,
 flags.DEFINE_integer("seed", 0, "Random seed.")
 flags.DEFINE_integer("keep_checkpoints", 3, "Per-epoch snapshots kept in <workdir>/checkpoints.")
 flags.DEFINE_float("temperature", None, f"Softmax temperature (default: {PRESET}).")
-for _name, _help in [("queue_size", "MoCo: negative keys in the queue"),
+for _name, _help in [("epochs", "Training epochs"), ("batch_size", "Global batch size"),
+                     ("queue_size", "MoCo: negative keys in the queue"),
                      ("bn_splits", "MoCo: batch-norm groups (shuffle-BN substitute; 1 = off)"),
                      ("num_negatives", "PIRL: negatives drawn from the memory bank per step"),
                      ("jigsaw_resize", "PIRL: resize images to this size before the 3x3 grid"),
@@ -75,7 +71,9 @@ for _name, _help in [("queue_size", "MoCo: negative keys in the queue"),
                      ("patch_dim", "PIRL: width of the shared per-patch embedding of g"),
                      ("projection_dim", "Output dimension of the projection head")]:
     flags.DEFINE_integer(_name, None, f"{_help} (default: {PRESET}).")
-for _name, _help in [("momentum", "MoCo: EMA coefficient of the key encoder"),
+for _name, _help in [("learning_rate", "Peak learning rate"), ("weight_decay", "Weight decay"),
+                     ("warmup_epochs", "Linear warm-up epochs before the cosine decay"),
+                     ("momentum", "MoCo: EMA coefficient of the key encoder"),
                      ("bank_momentum", "PIRL: momentum of the memory-bank update"),
                      ("loss_weight", "PIRL: weight lambda of the patch NCE term"),
                      ("margin", "ContrastiveEmbedding: margin of the hinge on negative pairs"),
@@ -96,8 +94,8 @@ EXTRA_CALLBACKS = []  # appended to every fit (tests simulate crashes with it)
 SSL_ONLY = ("backbone", "temperature", "queue_size", "projection_dim", "num_negatives")
 
 
-class UsageError(Exception):
-    """Bad input: printed as one line, exit status 2."""
+class UsageError(Exception):  # bad input: one line, exit status 2
+    pass
 
 
 def fail(message, status=2):
@@ -123,86 +121,53 @@ def overrides():
 
 def validate_flags():
     """Checks every flag before anything is built or written."""
-    from keras_ebm.backbones import registry
-
-    method, ssl = FLAGS.method, FLAGS.method in presets.SSL_METHODS
-    if ssl and FLAGS.backbone is not None and FLAGS.backbone not in registry.BACKBONES:
-        raise UsageError(f"--backbone={FLAGS.backbone!r} is unknown; choose one of "
-                         f"{', '.join(registry.BACKBONES)}")
     given = {name: FLAGS[name].value for name in FLAGS if FLAGS[name].value is not None}
     try:
         presets.check_settings(given)
-    except ValueError as error:
+    except presets.SettingError as error:
         raise UsageError(f"--{error}") from None
-    try:
-        if any(int(d) < 1 for d in FLAGS.projection_hidden_dims or []):
-            raise ValueError
-    except ValueError:
-        raise UsageError("--projection_hidden_dims must be a comma-separated list of positive "
-                         "integers") from None
     if FLAGS.keep_checkpoints < 0:
         raise UsageError(f"--keep_checkpoints={FLAGS.keep_checkpoints} must be >= 0")
+    ssl = FLAGS.method in presets.SSL_METHODS
     ebm_recipes.validate(FLAGS, ssl, UsageError)
-    if method == "moco" and (FLAGS.batch_size or 256) < (FLAGS.bn_splits or 8):
-        raise UsageError(f"--batch_size={FLAGS.batch_size} must be >= --bn_splits="
-                         f"{FLAGS.bn_splits or 8}")
     for name in (SSL_ONLY if not ssl else ebm_recipes.EBM_ONLY):
         if FLAGS[name].present:
-            logging.warning("--%s is ignored by --method=%s", name, method)
-            print(f"train.py: warning: --{name} is ignored by --method={method}", file=sys.stderr)
+            print(f"train.py: warning: --{name} is ignored by --method={FLAGS.method}",
+                  file=sys.stderr)
 
 
 def use_xla():
-    from keras_ebm import distribute
+    from keras_ebm.distribute import default_jit_compile
 
-    return distribute.default_jit_compile(FLAGS.jit_compile, FLAGS.strategy)
-
-
-def load_images():
-    import keras_ebm
-
-    try:
-        dataset = keras_ebm.data.load(FLAGS.dataset, data_dir=FLAGS.data_dir,
-                                      image_size=FLAGS.image_size,
-                                      max_train_examples=FLAGS.max_train_examples)
-    except keras_ebm.data.DataError as error:
-        raise UsageError(f"--dataset: {error}") from None
-    config = presets.resolve(FLAGS.method, overrides())
-    if config["batch_size"] > len(dataset.x_train):
-        raise UsageError(f"--batch_size={config['batch_size']} is larger than the "
-                         f"{len(dataset.x_train)} training images of {FLAGS.dataset}")
-    if FLAGS.method == "pirl":
-        if config["num_negatives"] > len(dataset.x_train):
-            raise UsageError(f"--num_negatives={config['num_negatives']} is larger than the "
-                             f"memory bank (one entry per training image: "
-                             f"{len(dataset.x_train)})")
-        try:
-            presets.check_pirl_images(config, dataset.image_shape)
-        except ValueError as error:
-            raise UsageError(str(error)) from None
-    return dataset
+    return default_jit_compile(FLAGS.jit_compile, FLAGS.strategy)
 
 
 def train(workdir, export_dir):
     import keras
 
+    import keras_ebm
     from keras_ebm import distribute
     from keras_ebm import training
     from keras_ebm import evaluation as probes
 
     ssl = FLAGS.method in presets.SSL_METHODS
-    strategy = distribute.get_strategy(FLAGS.strategy) if ssl else None
+    try:  # the strategy comes before any TensorFlow op (multi-worker collectives)
+        strategy = distribute.get_strategy(FLAGS.strategy) if ssl else None
+    except ValueError as error:
+        raise UsageError(f"--strategy={FLAGS.strategy}: {error}") from None
     keras.utils.set_random_seed(FLAGS.seed)
     keras.mixed_precision.set_global_policy(
         "float32" if FLAGS.mixed_precision == "none" else f"mixed_{FLAGS.mixed_precision}")
-    if ssl:
-        dataset = load_images()
-        x_train = dataset.x_train
-    else:
-        try:
+    try:
+        if ssl:
+            dataset = keras_ebm.data.load(FLAGS.dataset, data_dir=FLAGS.data_dir,
+                                          image_size=FLAGS.image_size,
+                                          max_train_examples=FLAGS.max_train_examples)
+            x_train = dataset.x_train
+        else:
             x_train, x_test, kind = ebm_recipes.load_data(FLAGS.dataset, FLAGS)
-        except ValueError as error:
-            raise UsageError(str(error)) from None
+    except (ValueError, keras_ebm.data.DataError) as error:
+        raise UsageError(f"--dataset: {error}".replace("--dataset: --", "--")) from None
     config = presets.resolve(FLAGS.method, overrides())
     steps = presets.default_steps_per_epoch(config, len(x_train))
     steps = min(steps, FLAGS.steps_per_epoch or steps)
@@ -212,6 +177,8 @@ def train(workdir, export_dir):
             if FLAGS.sync_batch_norm:
                 distribute.sync_batch_norm(model)
         dataset_fn = ebm_recipes.epoch_program_data(model, x_train, config, FLAGS)
+    except presets.SettingError as error:
+        raise UsageError(f"--{error}") from None
     except ValueError as error:
         if str(error).startswith("--"):
             raise UsageError(str(error)) from None
@@ -220,8 +187,8 @@ def train(workdir, export_dir):
     results = {}
     if ssl and FLAGS.evaluate:
         results = probes.evaluation_rows(dataset, {"encoder at init": model.encoder},
-                                               num_draws=FLAGS.probe_draws, seed=FLAGS.seed,
-                                               raw_pixels=True, evaluate=chief)
+                                         num_draws=FLAGS.probe_draws, seed=FLAGS.seed,
+                                         raw_pixels=True, evaluate=chief)
     print(f"Training {FLAGS.method} on {FLAGS.dataset} ({len(x_train)} examples, {steps} "
           f"steps/epoch, {config['epochs']} epochs" + (f", backbone {config['backbone']}, "
           f"{strategy.num_replicas_in_sync} replica(s))" if ssl else ")"), flush=True)
@@ -235,8 +202,7 @@ def train(workdir, export_dir):
             max_rollbacks=FLAGS.max_rollbacks, rollback_lr_factor=FLAGS.rollback_lr_factor,
             optimizer=presets.optimizer_factory(FLAGS.method, steps, **overrides()),
             jit_compile=config["jit_compile"], callbacks=EXTRA_CALLBACKS,
-            verbose=1 if sys.stdout.isatty() else 2,
-            dataset_fn=dataset_fn)
+            verbose=1 if sys.stdout.isatty() else 2, dataset_fn=dataset_fn)
     except training.Diverged as error:
         fail(f"{error}; nothing was exported (the last good epoch's checkpoint is in "
              f"{os.path.join(workdir, 'checkpoints')})", status=1)
@@ -250,10 +216,9 @@ def train(workdir, export_dir):
     if ssl:
         metrics.update(backbone=config["backbone"], replicas=strategy.num_replicas_in_sync)
     if ssl and FLAGS.evaluate:
-        trained = probes.evaluation_rows(
-            dataset, {f"{FLAGS.method} (trained)": model.encoder},
-            num_draws=FLAGS.probe_draws, seed=FLAGS.seed, evaluate=chief)
-        results.update(trained)
+        results.update(probes.evaluation_rows(dataset, {f"{FLAGS.method} (trained)": model.encoder},
+                                              num_draws=FLAGS.probe_draws, seed=FLAGS.seed,
+                                              evaluate=chief))
     if not chief:
         return metrics  # only the chief writes the model, the export and the metrics
     if not ssl:
@@ -263,9 +228,9 @@ def train(workdir, export_dir):
     if results:
         metrics["evaluation"] = results
         print("\n" + probes.format_table(results))
-    else:
-        print("\n" + "\n".join(f"{k:<40}{v:>14.4f}" for k, v in metrics.items()
-                               if isinstance(v, float)))
+    else:  # log-likelihoods and energies in nats
+        print("\n" + "\n".join(f"{k:<40}{v:>14.4f}{' nats' * ('likelihood' in k)}"
+                               for k, v in metrics.items() if isinstance(v, float)))
     with open(os.path.join(workdir, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2, default=float)
     print(f"\nTrained in {seconds:.0f} s. Model: {metrics['model']}. SavedModel: "

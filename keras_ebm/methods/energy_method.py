@@ -9,8 +9,10 @@ class EnergyMethod(Method):
     It owns the energy, builds it by calling it on a small batch (any Keras
     layer or model works: Functional, Sequential with or without
     `keras.Input`, subclassed) and returns E(x) from `model(x)`. A subclass
-    writes `contrastive_loss` and, where it draws contrasted samples,
-    `prepare` (see `Method`).
+    writes `contrastive_loss` and, where it draws contrasted samples before
+    the forward pass (MCMC chains, noise, corruption), `prepare` (see
+    `Method`); samples that are a fixed function of the data (one-bit flips)
+    can be made inside `contrastive_loss`.
 
     Args:
         energy: a layer or model mapping x to energies of shape [batch].

@@ -27,8 +27,9 @@ class MoCo(EmbeddingMethod):
     (`model.queue`). Loss: InfoNCE, which pushes down the energy of each query
     with the key of its own image and pushes up its energy with the queue.
 
-    After each step the key encoder follows the query encoder,
-    theta_k <- m theta_k + (1 - m) theta_q, and the batch's keys are enqueued.
+    At the start of each step the key encoder follows the query encoder,
+    theta_k <- m theta_k + (1 - m) theta_q (as in Algorithm 1, before the keys
+    are encoded); after the update the batch's keys are enqueued.
 
     Shuffle BN on one device: with several GPUs MoCo computes batch-norm
     statistics per GPU and shuffles the keys across GPUs, so that a query and
@@ -66,8 +67,9 @@ class MoCo(EmbeddingMethod):
 
     Attributes:
         key_encoder, key_projection_head: the momentum copies, paired with
-            the query encoder and head weight by weight (by path, shapes
-            checked; any Keras model style works). Their weights
+            the query encoder and head weight by weight (by position in the
+            model, names and shapes checked; any Keras model style works).
+            Their weights
             are not trainable: the EMA moves them; their layers run in
             training mode, so batch norm uses the statistics of the shuffled
             key batch as in the paper; saved with the model).

@@ -31,7 +31,7 @@ class PIRL(EmbeddingMethod):
     which pushes down the energy of the image and of its patches with the
     image's entry, and pushes up their energy with the other images' entries.
     After each step the entries of the batch move towards f(v_I):
-    m_I <- normalize(bank_momentum m_I + (1 - bank_momentum) f(v_I)).
+    m_I <- normalize(bank_momentum m_I + (1 - bank_momentum) normalize(f(v_I))).
 
     The training data are `(images, indices)`, the index of each image in the
     training set (`ImageDataset.train_dataset(batch_size, with_index=True)`).
@@ -70,7 +70,7 @@ class PIRL(EmbeddingMethod):
     ...              num_negatives=1024, bank_size=len(x_train),
     ...              jigsaw=Jigsaw(3, resize_to=24))
     >>> model.compile(optimizer=keras.optimizers.Adam(1e-3))
-    >>> model.fit(dataset.train_dataset(256, with_index=True), epochs=100)
+    >>> model.fit(dataset.train_dataset(256, with_index=True), epochs=100, shuffle=False)
 
     Reference:
         Misra & van der Maaten, Self-Supervised Learning of Pretext-Invariant
