@@ -82,12 +82,14 @@ class EmbeddingMethod(Method):
         name = self.__class__.__name__
         if self.augmenter is not None:
             images = check_images(name, data[0] if isinstance(data, (tuple, list)) else data)
+            self.check_shape(images)
             return (self.augmenter(images, training=True),
                     self.augmenter(images, training=True))
         if not (isinstance(data, (tuple, list)) and len(data) == 2):
             raise ValueError(
                 f"{name} has no augmenter, so fit() needs (view_a, view_b) "
                 "pairs; pass augmenter=... to train on plain images")
+        self.check_shape(data[0])
         return check_images(name, data[0]), check_images(name, data[1])
 
     # -- building -----------------------------------------------------------
@@ -101,6 +103,7 @@ class EmbeddingMethod(Method):
 
     # -- forward ------------------------------------------------------------
     def call(self, inputs, training=False):
+        self.check_shape(inputs)
         return self.encoder(inputs, training=training)
 
     def project(self, images, training=False):

@@ -40,4 +40,5 @@ class EnergyMethod(Method):
         self.energy(self.zeros(input_shape[1:]))
 
     def call(self, inputs, training=False):
+        self.check_shape(inputs)
         return self.energy(inputs, training=training)

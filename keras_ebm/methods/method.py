@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_ebm import distribute
+from keras_ebm.keras_compat import keep_error_message
 
 # Keras appends _1, _2, ... to repeated layer names.
 _UNIQUE_SUFFIX = re.compile(r"_\d+$")
@@ -39,6 +40,23 @@ def deserialize(config):
     if isinstance(config, dict):
         return keras.saving.deserialize_keras_object(config)
     return config
+
+
+@keep_error_message
+class InputShapeError(ValueError):
+    """Inputs of another shape than the one the method was built for."""
+
+
+def check_example_shape(name, expected, x):
+    """Raises InputShapeError when x [batch, ...] does not fit examples of shape `expected`."""
+    got = tuple(getattr(x, "shape", ()))[1:]
+    if expected is None or got == () and not hasattr(x, "shape"):
+        return
+    if len(got) != len(expected) or any(
+            e is not None and g is not None and int(e) != int(g) for e, g in zip(expected, got)):
+        want = ", ".join("None" if d is None else str(d) for d in expected)
+        raise InputShapeError(f"{name}: expected inputs of shape (batch, {want}), got "
+                              f"{tuple(getattr(x, 'shape'))}")
 
 
 def unpack_inputs(data):
@@ -137,7 +155,12 @@ class Method(keras.Model):
         if isinstance(x, (tuple, list)):
             x = x[0]
         check_float_inputs(self.__class__.__name__, x)
+        self.check_shape(x)
         return x
+
+    def check_shape(self, x):
+        """One clear error for inputs of another shape than the method was built for."""
+        check_example_shape(self.__class__.__name__, self.example_shape, x)
 
     def before_update(self, inputs):
         """State update before the forward pass (e.g. the EMA of a key encoder)."""
@@ -172,6 +195,15 @@ class Method(keras.Model):
         gradients = tape.gradient(scaled_loss, self.trainable_variables)
         self.optimizer.apply(gradients, self.trainable_variables)
         return loss, outputs
+
+    def fit(self, *args, **kwargs):
+        try:
+            return super().fit(*args, **kwargs)
+        except (ValueError, TypeError):
+            # NOTE: Keras keeps the train function whose tracing failed; the
+            # next fit() would reuse it and fail with an unrelated TF error.
+            self.train_function = None
+            raise
 
     def test_step(self, data):
         self.build_on(data)

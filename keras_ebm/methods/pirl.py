@@ -137,6 +137,7 @@ class PIRL(EmbeddingMethod):
         if not (isinstance(data, (tuple, list)) and len(data) == 2):
             raise ValueError("PIRL: fit() needs (images, indices) batches, the index of each "
                              "image in the training set (train_dataset(..., with_index=True))")
+        self.check_shape(data[0])
         images, indices = check_images("PIRL", data[0]), data[1]
         if not training:
             return images, self.jigsaw(images, training=False), indices

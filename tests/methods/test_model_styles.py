@@ -326,3 +326,19 @@ def test_a_copy_that_does_not_mirror_its_original_is_refused():
     b = keras.Sequential([keras.Input((4,)), keras.layers.Dense(5)])
     with pytest.raises(ValueError, match="must mirror"):
         paired_weights(b, a, "MoCo")
+
+
+def test_wrong_shapes_get_one_clear_error_every_time():
+    from keras_ebm.methods.method import InputShapeError
+
+    model, x = make_simclr("functional")
+    model.compile(optimizer="adam")
+    for shape in [(4, 6, 6, 1), (4, 8, 8, 3), (4, 8, 8)]:
+        with pytest.raises(InputShapeError, match=r"expected inputs of shape \(batch, 8, 8, 1\)"):
+            model.predict(np.zeros(shape, "float32"), verbose=0)
+        with pytest.raises(InputShapeError, match="expected inputs of shape"):
+            model.fit(np.zeros((8, *shape[1:]), "float32"), batch_size=8, epochs=1, verbose=0)
+    ml, _ = make_ml("functional")
+    with pytest.raises(InputShapeError, match=r"MaximumLikelihood: expected inputs of shape "
+                                              r"\(batch, 6\), got \(4, 8\)"):
+        ml.predict(np.zeros((4, 8), "float32"), verbose=0)
