@@ -33,8 +33,8 @@ COMMON = {
 SSL_COMMON = {
     "backbone": "small_cnn", "warmup_epochs": 5.0, "lr_scaling": "none",
     "projection_hidden_dims": (512,), "projection_dim": 128,
-    "augment_strength": 1.0, "crop_scale_min": 0.2, "flip": True, "blur_probability": 0.5,
-    "grayscale_probability": 0.2,
+    "augment": True, "augment_strength": 1.0, "crop_scale_min": 0.2, "flip": True,
+    "blur_probability": 0.5, "grayscale_probability": 0.2,
 }
 EBM_COMMON = {
     "num_hidden": 16, "energy_hidden_units": (128, 128), "spectral_normalization": False,
@@ -241,7 +241,7 @@ def build_ssl(method, config, image_shape, num_train):
         hidden_dims=[int(d) for d in config["projection_hidden_dims"]],
         output_dim=config["projection_dim"], batch_norm=config["projection_batch_norm"],
         name="projection_head")
-    augmenter = keras_ebm.data.make_augmenter(
+    augmenter = None if not config["augment"] else keras_ebm.data.make_augmenter(
         image_shape, strength=config["augment_strength"],
         crop_scale=(config["crop_scale_min"], 1.0), flip=config["flip"],
         grayscale_probability=config["grayscale_probability"],
@@ -361,12 +361,16 @@ def build(method, x_train, compile=True, steps_per_epoch=None, **overrides):  # 
         x_train: the training array (images [N, H, W, C] in [0, 1] for the
             self-supervised methods, [N, D] for the classical ones); sets the
             input shape, PIRL's bank size, the RBM's visible biases, the NCE
-            noise and the EBM data kind.
+            noise and the EBM data kind. The self-supervised presets read only
+            its length and shape, so a zero-copy stand-in works there:
+            `np.broadcast_to(np.zeros((1, 32, 32, 3), "float32"), (50000, 32, 32, 3))`.
         compile: bool, compile with the preset's optimizer. Defaults to True.
         steps_per_epoch: int or None, updates per epoch for the schedule;
             None: full batches of `x_train`.
         **overrides: any setting of `defaults(method)` (e.g. `epochs`,
-            `learning_rate`, `temperature`, `queue_size`).
+            `learning_rate`, `temperature`, `queue_size`; `augment=False`
+            builds a self-supervised method without augmenter, trained on
+            `(view_a, view_b)` pairs).
 
     Raises:
         SettingError: a setting out of range or unfit for `x_train`.

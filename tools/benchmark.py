@@ -10,7 +10,7 @@ r"""Throughput of keras_ebm's train steps and samplers; prints one JSON line.
     python tools/benchmark.py --method=pcd_rbm          # vs scikit-learn's BernoulliRBM
     python tools/benchmark.py --method=langevin         # compiled loop vs eager Python loop
 
-simclr / moco (the setup of ../shared/bench/torch_ssl_step.py, the PyTorch reference):
+simclr / moco (the setup of benchmarks/torch_ssl_step.py, the PyTorch reference):
   the encoder (--backbone) on --image_size x --image_size x 3 images, a 2-layer
   projection head (512 -> 128; SimCLR with batch norm, MoCo v2 without), SGD with
   momentum 0.9; SimCLR at temperature 0.5; MoCo with a 4096-key queue, a momentum
@@ -183,39 +183,33 @@ def resolve_jit(value):
     return value == "true"
 
 
-def build_ssl_model(flag_values, image_shape, augmenter=None):
+def build_ssl_model(flag_values, image_shape):
+    """The method through its preset, with the reference step's heads and optimizer."""
     import keras
+    import numpy as np
 
-    from keras_ebm.backbones import get_backbone
-    from keras_ebm.layers import Jigsaw
-    from keras_ebm.layers import PatchHead
-    from keras_ebm.layers import ProjectionHead
+    from keras_ebm import presets
     from keras_ebm.layers import set_fused_batch_norm
-    from keras_ebm.methods.moco import MoCo
-    from keras_ebm.methods.pirl import PIRL
-    from keras_ebm.methods.simclr import SimCLR
 
-    hidden = (flag_values.projection_hidden_dim,)
-    if flag_values.method == "simclr":
-        # lightly's SimCLRProjectionHead(512, 512, 128): Linear -> BN -> ReLU -> Linear.
-        head = ProjectionHead(hidden, flag_values.projection_dim, batch_norm=True)
-        model = SimCLR(get_backbone(flag_values.backbone, image_shape), head, temperature=0.5)
-    elif flag_values.method == "moco":
-        # lightly's MoCoProjectionHead(512, 512, 128): Linear -> ReLU -> Linear.
-        head = ProjectionHead(hidden, flag_values.projection_dim, batch_norm=False)
-        model = MoCo(get_backbone(flag_values.backbone, image_shape), head,
-                     queue_size=flag_values.queue_size, momentum=0.99, temperature=0.2,
-                     bn_splits=flag_values.bn_splits)
-    else:
-        # PIRL: the encoder sees the images and their patches, so it is fully convolutional;
-        # the augmenter is PIRL's own (it augments inside its step).
-        encoder = get_backbone(flag_values.backbone, (None, None, image_shape[-1]))
+    # lightly's SimCLRProjectionHead(512, 512, 128) (Linear -> BN -> ReLU -> Linear) and
+    # MoCoProjectionHead(512, 512, 128) (no BN) are the presets' heads; PIRL's image head
+    # is linear. Only the shape and size of the data matter: a zero-copy stand-in.
+    num_examples = flag_values.bank_size if flag_values.method == "pirl" else flag_values.batch_size
+    stand_in = np.broadcast_to(np.zeros((1, *image_shape), "float32"),
+                               (num_examples, *image_shape))
+    settings = {"backbone": flag_values.backbone, "projection_dim": flag_values.projection_dim,
+                "projection_hidden_dims": (flag_values.projection_hidden_dim,),
+                "batch_size": flag_values.batch_size,
+                # PIRL augments inside its step (the preset's augmenter); the others get views.
+                "augment": flag_values.method == "pirl"}
+    if flag_values.method == "moco":
+        settings.update(queue_size=flag_values.queue_size, bn_splits=flag_values.bn_splits)
+    elif flag_values.method == "pirl":
         side = 3 * math.ceil(image_shape[0] / 3)
-        model = PIRL(encoder, ProjectionHead((), flag_values.projection_dim, batch_norm=False),
-                     PatchHead(flag_values.projection_dim, flag_values.projection_dim),
-                     num_negatives=flag_values.num_negatives, temperature=0.07,
-                     bank_size=flag_values.bank_size, augmenter=augmenter,
-                     jigsaw=Jigsaw(grid_size=3, resize_to=None if side == image_shape[0] else side))
+        settings.update(projection_hidden_dims=(), num_negatives=flag_values.num_negatives,
+                        patch_dim=flag_values.projection_dim,
+                        jigsaw_resize=None if side == image_shape[0] else side)
+    model = presets.build(flag_values.method, stand_in, compile=False, **settings)
     set_fused_batch_norm(model, flag_values.fused_batch_norm)
     model.compile(optimizer=keras.optimizers.SGD(flag_values.learning_rate, momentum=0.9))
     model.optimizer.build(model.trainable_variables)
@@ -232,7 +226,9 @@ def benchmark_ssl(flag_values):
     batch = flag_values.batch_size
     image_shape = (flag_values.image_size, flag_values.image_size, 3)
     augmenter = make_augmenter(image_shape, seed=0)
-    model = build_ssl_model(flag_values, image_shape, augmenter)
+    model = build_ssl_model(flag_values, image_shape)
+    if flag_values.method == "pirl":
+        augmenter = model.augmenter
 
     rng = np.random.default_rng(0)
     view_a = tf.constant(rng.random(size=(batch,) + image_shape).astype("float32"))
@@ -356,15 +352,11 @@ def benchmark_ssl(flag_values):
 # -- PCD on the RBM vs scikit-learn -------------------------------------------------------
 def benchmark_pcd_rbm(flag_values):
     import keras
-    import numpy as np
     import tensorflow as tf
     from sklearn.neural_network import BernoulliRBM
 
+    from keras_ebm import presets
     from keras_ebm.data.binary_digits import load_binary_digits
-    from keras_ebm.energies import RBM
-    from keras_ebm.memory import ReplayBuffer
-    from keras_ebm.methods.contrastive_divergence import ContrastiveDivergence
-    from keras_ebm.samplers import Gibbs
 
     batch = flag_values.batch_size
     num_chains = flag_values.num_chains or 200
@@ -396,12 +388,9 @@ def benchmark_pcd_rbm(flag_values):
     def seconds_per_epoch(epoch_program, chains, optimizer):
         """(keras_ebm, scikit-learn) median seconds per epoch, timed alternately."""
         keras.utils.set_random_seed(0)
-        rbm = RBM(x_train.shape[1], 16)
-        rbm.set_visible_bias_from_data(x_train)
-        model = ContrastiveDivergence(
-            rbm, Gibbs(num_steps=1), persistent=True,
-            replay_buffer=ReplayBuffer(chains, x_train.shape[1:], noise="bernoulli",
-                                       reinit_fraction=0.0))
+        # configs/pcd_rbm.flags's model (RBM 64x16, PCD-1, Gibbs) through its preset.
+        model = presets.build("pcd", x_train, compile=False, num_hidden=16, num_chains=chains,
+                              mcmc_steps=1, reinit_fraction=0.0, batch_size=batch)
         model.compile(optimizer=optimizer, jit_compile=epoch_program)
         model(x_train[:2])
         timer = InterleavedEpochTimer()

@@ -45,19 +45,12 @@ def run(dataset, energy, margin):
     from keras_ebm.evaluation import evaluate_features
 
     keras.utils.set_random_seed(FLAGS.seed)
-    shape = dataset.image_shape
-    model = keras_ebm.methods.ContrastiveEmbedding(
-        keras_ebm.backbones.get_backbone("small_cnn", shape),
-        keras_ebm.layers.ProjectionHead((512,), 128, batch_norm=True),
-        energy=energy, margin=margin,
-        augmenter=keras_ebm.data.make_augmenter(shape, strength=0.5, crop_scale=(0.5, 1.0),
-                                                flip=False, grayscale_probability=0.0,
-                                                blur_probability=0.0, seed=FLAGS.seed))
-    steps = len(dataset.x_train) // 256
-    total, warmup = FLAGS.epochs * steps, 5 * steps
-    schedule = keras.optimizers.schedules.CosineDecay(0.0, total - warmup, warmup_target=2e-3,
-                                                      warmup_steps=warmup)
-    model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-4))
+    # configs/contrastive_embedding(_l2).flags's model, optimizer and schedule, via the preset.
+    model = keras_ebm.presets.build(
+        "contrastive_embedding", dataset.x_train, energy=energy, margin=margin,
+        epochs=FLAGS.epochs, batch_size=256, learning_rate=2e-3, warmup_epochs=5,
+        augment_strength=0.5, crop_scale_min=0.5, flip=False, grayscale_probability=0.0,
+        blur_probability=0.0, seed=FLAGS.seed)
     curve = []
 
     def record(epoch):
@@ -83,7 +76,7 @@ def run(dataset, energy, margin):
     record(0)
     start = time.perf_counter()
     history = model.fit(dataset.train_dataset(256, seed=FLAGS.seed), epochs=FLAGS.epochs,
-                        callbacks=[Record()], verbose=0)
+                        callbacks=[Record()], verbose=0, shuffle=False)
     seconds = time.perf_counter() - start
     return {"energy": energy, "margin": margin, "seconds": round(seconds, 1), "curve": curve,
             "history": {k: [float(v) for v in vs] for k, vs in history.history.items()}}

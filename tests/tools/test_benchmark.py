@@ -41,7 +41,7 @@ SSL_KEYS = ["images_per_sec", "images_per_sec_end_to_end", "gflops_per_sec",
 @pytest.mark.parametrize("method", ["simclr", "moco", "pirl"])
 def test_ssl_benchmark_reports_throughput_and_flops(method):
     extra = {"moco": ["--queue_size=32"],
-             "pirl": ["--num_negatives=16", "--bank_size=64"]}.get(method, [])
+             "pirl": ["--num_negatives=16", "--bank_size=64", "--image_size=12"]}.get(method, [])
     result = run_benchmark(f"--method={method}", *TINY_SSL, *extra)
     assert result["method"] == method
     assert result["batch_size"] == 8 and result["jit_compile"] is False
@@ -51,8 +51,9 @@ def test_ssl_benchmark_reports_throughput_and_flops(method):
     if method == "moco":
         assert result["bn_splits"] == 1 and result["queue_size"] == 32
     if method == "pirl":
-        # 8x8 images resized to 9x9 for the 3x3 jigsaw: 3x3 patches; a linear image head.
-        assert result["patch_shape"] == [3, 3, 3] and result["num_negatives"] == 16
+        # 12x12 images cut by the 3x3 jigsaw: 4x4 patches (the preset's smallest); a linear
+        # image head.
+        assert result["patch_shape"] == [4, 4, 3] and result["num_negatives"] == 16
         assert result["projection_head"] == "16->8"
 
 
