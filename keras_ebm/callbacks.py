@@ -124,7 +124,8 @@ class NonFiniteGuard(keras.callbacks.Callback):
             raise NonFiniteError(self.message)
 
     def get_config(self):
-        return {"monitor": self.monitor, "raise_error": self.raise_error, "check_weights": self.check_weights}
+        return {"monitor": self.monitor, "raise_error": self.raise_error,
+                "check_weights": self.check_weights}
 
 
 class EpochTensorBoard(keras.callbacks.TensorBoard):

@@ -11,7 +11,8 @@ import tensorflow as tf
 
 def next_version(export_base):
     """The next integer version under `export_base` (1 when it holds none)."""
-    versions = [int(name) for name in (os.listdir(export_base) if os.path.isdir(export_base) else [])
+    versions = [int(name)
+                for name in (os.listdir(export_base) if os.path.isdir(export_base) else [])
                 if re.fullmatch(r"\d+", name)]
     return max(versions, default=0) + 1
 
@@ -78,5 +79,6 @@ def export_encoder(export_base, encoder, input_shape, version=None):
     """Exports `encoder` with `serving_default`: `images` [B, H, W, C] in [0, 1] -> `embeddings`."""
     spec = tf.TensorSpec([None, *input_shape], tf.float32)
     fn = lambda images: tf.cast(encoder(images, training=False), tf.float32)  # noqa: E731
-    return export_saved_model(export_base, encoder, {"serving_default": (fn, "images", "embeddings")},
+    return export_saved_model(export_base, encoder,
+                              {"serving_default": (fn, "images", "embeddings")},
                               spec, version=version)

@@ -6,15 +6,34 @@ module, and `import keras_ebm` never fails because of them: each private
 import is tried once, at import, and each function below falls back to public
 API when the private path is missing or fails.
 
-| function | private API | public fallback |
-| --- | --- | --- |
-| `weights_file_writer` | `keras.src.saving.saving_lib` (`_walk_saveable`, `_save_state`, `H5IOStore`), `KerasSaveable`, `naming.to_snake_case` | `model.save_weights` |
-| `track_variable` | `Layer._track_variable` | assigning the variable to an attribute of the layer (Keras tracks it the same way) |
-| `flatten_layers` | `Layer._flatten_layers` | the same walk over `Model.layers`, or the layers a layer holds in its attributes |
-| `multi_worker_mode` | `strategy.extended._in_multi_worker_mode()` (TensorFlow) | more than one chief or worker task in the strategy's cluster spec |
-| `backup_paths` | `BackupAndRestore._weights_path`, `._training_metadata_path` | the file names Keras 3 uses in `backup_dir` |
-| `keep_error_message` | the `_keras_call_info_injected` flag Keras's layer call reads on an error | none: Keras then adds its multi-line call information to the message |
-| `in_xla_context` | `tensorflow.python.ops.control_flow_util.GraphOrParentsInXlaContext` | False (not known to be compiled by XLA) |
+Each function, its private API, and its public fallback:
+
+- `weights_file_writer`
+  - private: `keras.src.saving.saving_lib` (`_walk_saveable`, `_save_state`,
+    `H5IOStore`), `KerasSaveable`, `naming.to_snake_case`
+  - fallback: `model.save_weights`
+- `track_variable`
+  - private: `Layer._track_variable`
+  - fallback: assigning the variable to an attribute of the layer (Keras
+    tracks it the same way)
+- `flatten_layers`
+  - private: `Layer._flatten_layers`
+  - fallback: the same walk over `Model.layers`, or the layers a layer holds
+    in its attributes
+- `multi_worker_mode`
+  - private: `strategy.extended._in_multi_worker_mode()` (TensorFlow)
+  - fallback: more than one chief or worker task in the strategy's cluster spec
+- `backup_paths`
+  - private: `BackupAndRestore._weights_path`, `._training_metadata_path`
+  - fallback: the file names Keras 3 uses in `backup_dir`
+- `keep_error_message`
+  - private: the `_keras_call_info_injected` flag Keras's layer call reads on
+    an error
+  - fallback: none: Keras then adds its multi-line call information to the
+    message
+- `in_xla_context`
+  - private: `tensorflow.python.ops.control_flow_util.GraphOrParentsInXlaContext`
+  - fallback: False (not known to be compiled by XLA)
 
 Where the private path could silently do something else in another Keras, it
 checks itself: the weights writer compares its walk of the model with the
@@ -90,7 +109,9 @@ _SAVING_PRIVATE = all(
 
 # -- weights files ---------------------------------------------------------------------
 def weights_file_writer(model):
-    """A writer of `model`'s `.weights.h5` file: `writer.write(path)`; `model.load_weights` reads it.
+    """A writer of `model`'s `.weights.h5` file: `writer.write(path)`.
+
+    `model.load_weights` reads it.
 
     `model.save_weights` finds what to save by reading every attribute of the
     model, its layers and its optimizer; between train steps that walk grows

@@ -238,7 +238,8 @@ def test_in_xla_context_and_its_fallback(monkeypatch):
 def test_queue_and_memory_bank_start_from_set_random_seed_on_every_keras():
     """Their initial rows come from Python's `random`, not Keras's global generator
     (which `keras.utils.set_random_seed` resets only from Keras 3.13 on)."""
-    from keras_ebm.memory import MemoryBank, Queue
+    from keras_ebm.memory import MemoryBank
+    from keras_ebm.memory import Queue
 
     def build(draws):
         keras.utils.set_random_seed(3)  # seeds Python's `random`

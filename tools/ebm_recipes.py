@@ -17,7 +17,6 @@ import tempfile
 
 from absl import flags
 
-from keras_ebm.presets import EBM_METHODS
 from keras_ebm.presets import TOY_BOUNDS
 
 PRESET = "the method's preset"
@@ -31,13 +30,16 @@ flags.DEFINE_integer("mcmc_steps", None, "EBM: MCMC steps per update (k of CD-k)
 flags.DEFINE_float("step_size", None, "EBM: Langevin step size.")
 flags.DEFINE_float("noise_scale", None, "EBM: Langevin noise std (default sqrt(2 * step_size)).")
 flags.DEFINE_bool("mala", None, "EBM: Metropolis-adjusted Langevin.")
-flags.DEFINE_float("langevin_grad_clip", None, "EBM: clip each energy-gradient element in Langevin.")
+flags.DEFINE_float("langevin_grad_clip", None,
+                   "EBM: clip each energy-gradient element in Langevin.")
 flags.DEFINE_float("proposal_scale", None, "EBM: std of the Gaussian Metropolis proposal.")
-flags.DEFINE_bool("persistent", None, "EBM: persistent chains (default: True for pcd, False for cd).")
+flags.DEFINE_bool("persistent", None,
+                  "EBM: persistent chains (default: True for pcd, False for cd).")
 flags.DEFINE_integer("num_chains", None, "EBM: persistent chains in the replay buffer.")
 flags.DEFINE_integer("chains_per_step", None,
                      "EBM: chains advanced per update (default: all of them).")
-flags.DEFINE_float("reinit_fraction", None, "EBM: probability that a drawn chain restarts from noise.")
+flags.DEFINE_float("reinit_fraction", None,
+                   "EBM: probability that a drawn chain restarts from noise.")
 flags.DEFINE_float("energy_l2", None, "EBM: weight of the energy-magnitude penalty E(x)^2.")
 flags.DEFINE_float("grad_clip", None, "EBM: clip the global norm of the parameter gradients.")
 flags.DEFINE_float("final_learning_rate_fraction", None,
@@ -56,7 +58,8 @@ flags.DEFINE_bool("epoch_program", False,
                   "for small RBMs; the guard then checks once per epoch.")
 flags.DEFINE_enum("on_divergence", "stop", ["stop", "rollback"],
                   "On a non-finite loss, energy or weight, stop (keeping the last good "
-                  "checkpoint) or roll back to the last good checkpoint with a lower learning rate.")
+                  "checkpoint) or roll back to the last good checkpoint with a lower "
+                  "learning rate.")
 flags.DEFINE_integer("max_rollbacks", 3, "Most rollbacks before --on_divergence=rollback stops.")
 flags.DEFINE_float("rollback_lr_factor", 0.5,
                    "Each rollback multiplies the learning rate (schedule) by this factor.")
@@ -120,9 +123,6 @@ def export(model, export_dir, example_shape, ssl):
         tf.TensorSpec([None, *example_shape], tf.float32))
 
 
-TOY_BOUNDS = (-4.0, 4.0)
-
-
 def load_data(dataset, flag_values):
     """Returns (x_train, x_test, kind) with kind in binary, continuous, toy."""
     import numpy as np
@@ -133,14 +133,15 @@ def load_data(dataset, flag_values):
         (x_train, _), (x_test, _) = load_binary_digits()
         return x_train, x_test, "binary"
     if dataset == "digits":
-        from keras_ebm.data.binary_digits import load_binary_digits
-
         from sklearn.datasets import load_digits
         from sklearn.model_selection import train_test_split
 
+        from keras_ebm.data.binary_digits import load_binary_digits
+
         digits = load_digits()
         x_train, x_test = train_test_split(
-            (digits.data / 16.0).astype("float32"), test_size=0.3, random_state=0, stratify=digits.target)
+            (digits.data / 16.0).astype("float32"), test_size=0.3, random_state=0,
+            stratify=digits.target)
         return x_train, x_test, "continuous"
     if dataset.startswith("toy:"):
         from keras_ebm.data.toy_2d import TOY_2D_NAMES
@@ -148,12 +149,14 @@ def load_data(dataset, flag_values):
 
         name = dataset[4:]
         if name not in TOY_2D_NAMES:
-            raise ValueError(f"--dataset={dataset!r}: unknown toy; choose toy:<{'|'.join(TOY_2D_NAMES)}>")
+            raise ValueError(f"--dataset={dataset!r}: unknown toy; "
+                             f"choose toy:<{'|'.join(TOY_2D_NAMES)}>")
         x_train = toy_2d(name, flag_values.toy_train_samples, seed=flag_values.seed)
         x_test = toy_2d(name, flag_values.toy_test_samples, seed=flag_values.seed + 1)
         inside = lambda x: x[np.all(np.abs(x) < TOY_BOUNDS[1], axis=1)]  # noqa: E731
         return inside(x_train), inside(x_test), "toy"
-    raise ValueError(f"--dataset={dataset!r} is not an EBM data set; use binary_digits, digits or toy:<name>")
+    raise ValueError(f"--dataset={dataset!r} is not an EBM data set; "
+                     "use binary_digits, digits or toy:<name>")
 
 
 def draw_samples(model, kind, num_samples, num_steps, x_train):
@@ -189,7 +192,8 @@ def evaluate(model, kind, x_train, x_test, flag_values, workdir):
     if kind == "binary":
         from keras_ebm.data.binary_digits import independent_pixels_log_likelihood
 
-        metrics["independent_pixels_test_log_likelihood"] = independent_pixels_log_likelihood(x_train, x_test)
+        metrics["independent_pixels_test_log_likelihood"] = independent_pixels_log_likelihood(
+            x_train, x_test)
         if hasattr(energy, "log_partition"):
             from keras_ebm.evaluation.log_partition import rbm_log_likelihood
             from keras_ebm.evaluation.log_partition import rbm_log_partition
@@ -203,15 +207,18 @@ def evaluate(model, kind, x_train, x_test, flag_values, workdir):
 
                 mean = np.clip(x_train.mean(0), 1e-2, 1 - 1e-2)
                 metrics["ais_log_partition"], _ = ais_log_partition(
-                    energy, num_chains=100, num_betas=10000, base_visible_bias=np.log(mean / (1 - mean)))
+                    energy, num_chains=100, num_betas=10000,
+                    base_visible_bias=np.log(mean / (1 - mean)))
             if hasattr(model, "log_partition") and not callable(model.log_partition):
                 metrics["nce_learned_log_partition"] = float(np.asarray(model.log_partition))
     elif kind == "toy":
         from keras_ebm.evaluation.density import gaussian_log_likelihood
         from keras_ebm.evaluation.density import grid_log_likelihood
 
-        metrics["test_log_likelihood"] = grid_log_likelihood(energy, x_test, TOY_BOUNDS, flag_values.grid_size)
-        metrics["train_log_likelihood"] = grid_log_likelihood(energy, x_train, TOY_BOUNDS, flag_values.grid_size)
+        metrics["test_log_likelihood"] = grid_log_likelihood(
+            energy, x_test, TOY_BOUNDS, flag_values.grid_size)
+        metrics["train_log_likelihood"] = grid_log_likelihood(
+            energy, x_train, TOY_BOUNDS, flag_values.grid_size)
         metrics["gaussian_test_log_likelihood"] = gaussian_log_likelihood(x_train, x_test)
     metrics["test_energy_mean"] = float(np.mean(np.asarray(energy(x_test))))
 
@@ -229,11 +236,12 @@ def evaluate(model, kind, x_train, x_test, flag_values, workdir):
                             samples, TOY_BOUNDS, 150, title)
     else:
         if samples is not None:
-            plot_digit_grid(os.path.join(workdir, "samples.png"), samples, title + "\nsamples (1000 MCMC steps from noise)")
+            plot_digit_grid(os.path.join(workdir, "samples.png"), samples,
+                            title + "\nsamples (1000 MCMC steps from noise)")
         buffer = getattr(model, "replay_buffer", None)
         if buffer is not None:
-            plot_digit_grid(os.path.join(workdir, "persistent_chains.png"), np.asarray(buffer.chains),
-                            "persistent chains")
+            plot_digit_grid(os.path.join(workdir, "persistent_chains.png"),
+                            np.asarray(buffer.chains), "persistent chains")
         if flag_values.method == "dae":
             from keras_ebm.methods.denoising_autoencoder import corrupt
 

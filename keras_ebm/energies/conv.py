@@ -29,7 +29,8 @@ class ConvEnergy(keras.layers.Layer):
         models", NeurIPS 2019 (a ResNet there; a plain CNN here).
     """
 
-    def __init__(self, filters=(32, 64), kernel_size=3, activation="swish", spectral_normalization=False, **kwargs):
+    def __init__(self, filters=(32, 64), kernel_size=3, activation="swish",
+                 spectral_normalization=False, **kwargs):
         super().__init__(**kwargs)
         self.filters = tuple(int(f) for f in filters)
         self.kernel_size = int(kernel_size)

@@ -34,7 +34,8 @@ class MLPEnergy(keras.layers.Layer):
         maximum likelihood learning of energy-based models", AAAI 2020.
     """
 
-    def __init__(self, hidden_units=(128, 128), activation="swish", spectral_normalization=False, **kwargs):
+    def __init__(self, hidden_units=(128, 128), activation="swish", spectral_normalization=False,
+                 **kwargs):
         super().__init__(**kwargs)
         self.hidden_units = tuple(int(u) for u in hidden_units)
         self.activation = activation

@@ -5,7 +5,8 @@ import math
 import keras
 import tensorflow as tf
 
-from keras_ebm.keras_compat import in_xla_context, keep_error_message
+from keras_ebm.keras_compat import in_xla_context
+from keras_ebm.keras_compat import keep_error_message
 
 
 def _bernoulli(probabilities, uniform=None):
@@ -120,7 +121,8 @@ class RBM(keras.layers.Layer):
             initializer=self.kernel_initializer,
         )
         self.visible_bias = self.add_weight(
-            name="visible_bias", shape=(self.num_visible,), initializer=self.visible_bias_initializer
+            name="visible_bias", shape=(self.num_visible,),
+            initializer=self.visible_bias_initializer
         )
         self.hidden_bias = self.add_weight(
             name="hidden_bias", shape=(self.num_hidden,), initializer=self.hidden_bias_initializer

@@ -71,7 +71,9 @@ def ais_log_partition(rbm, num_chains=100, num_betas=10000, base_visible_bias=No
             beta_prev, beta = betas[k - 1], betas[k]
             log_weights += log_unnormalised(v, beta) - log_unnormalised(v, beta_prev)
             h = bernoulli(tf.sigmoid(beta * (tf.matmul(v, kernel) + hidden_bias)))
-            v = bernoulli(tf.sigmoid((1.0 - beta) * base_bias + beta * (tf.matmul(h, kernel, transpose_b=True) + visible_bias)))
+            v = bernoulli(tf.sigmoid(
+                (1.0 - beta) * base_bias
+                + beta * (tf.matmul(h, kernel, transpose_b=True) + visible_bias)))
             return k + 1, v, log_weights
 
         _, v, log_weights = tf.while_loop(

@@ -55,7 +55,8 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
     def _fused_ok(self, inputs, mask):
         rank = len(inputs.shape)
         return (self.fused and mask is None and not getattr(self, "renorm", False)  # Keras >= 3.14
-                and not getattr(self, "synchronized", False) and rank in (2, 4) and self.axis in (-1, rank - 1)
+                and not getattr(self, "synchronized", False) and rank in (2, 4)
+                and self.axis in (-1, rank - 1)
                 and inputs.dtype in (tf.float32, tf.bfloat16, tf.float16))
 
     def call(self, inputs, training=None, mask=None):

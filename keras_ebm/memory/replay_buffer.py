@@ -51,7 +51,8 @@ class ReplayBuffer(keras.layers.Layer):
         generation and modeling with energy based models", NeurIPS 2019.
     """
 
-    def __init__(self, size, shape, reinit_fraction=0.05, noise="uniform", minval=-1.0, maxval=1.0, **kwargs):
+    def __init__(self, size, shape, reinit_fraction=0.05, noise="uniform", minval=-1.0,
+                 maxval=1.0, **kwargs):
         super().__init__(**kwargs)
         if noise not in ("uniform", "bernoulli", "normal"):
             raise ValueError(f"noise must be 'uniform', 'bernoulli' or 'normal', got {noise!r}")

@@ -117,13 +117,15 @@ class ContrastiveDivergence(EnergyMethod):
         energy = self.energy
         if not (hasattr(energy, "hidden_probabilities") and hasattr(energy, "sample_hidden")
                 and hasattr(energy, "sample_visible") and isinstance(self.sampler, Gibbs)):
-            raise ValueError("epoch_dataset/train_epoch need an RBM-like energy (hidden_probabilities, "
-                             "sample_hidden, sample_visible) and a Gibbs sampler; got "
+            raise ValueError("epoch_dataset/train_epoch need an RBM-like energy "
+                             "(hidden_probabilities, sample_hidden, sample_visible) and a Gibbs "
+                             "sampler; got "
                              f"{type(energy).__name__} with {type(self.sampler).__name__}")
         if self.persistent and (self.chains_per_step not in (None, self.replay_buffer.size)
                                 or self.replay_buffer.reinit_fraction > 0.0):
-            raise ValueError("epoch_dataset/train_epoch advance every persistent chain each update: "
-                             "use chains_per_step=None and a ReplayBuffer with reinit_fraction=0")
+            raise ValueError("epoch_dataset/train_epoch advance every persistent chain each "
+                             "update: use chains_per_step=None and a ReplayBuffer with "
+                             "reinit_fraction=0")
 
     def epoch_dataset(self, x, batch_size, seed=0, initial_epoch=0, epochs=None,
                       steps_per_epoch=None):

@@ -17,7 +17,8 @@ def neighbour_energies(energy, x, training=False):
     """E of every one-bit flip of x, shape [batch, D]."""
     flips = one_bit_flips(x)
     batch, dim = tf.shape(x)[0], tf.shape(x)[1]
-    return tf.reshape(energy(tf.reshape(flips, [batch * dim, dim]), training=training), [batch, dim])
+    return tf.reshape(energy(tf.reshape(flips, [batch * dim, dim]), training=training),
+                      [batch, dim])
 
 
 class OneBitFlipMethod(EnergyMethod):

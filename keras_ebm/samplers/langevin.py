@@ -6,8 +6,8 @@ import keras
 import tensorflow as tf
 
 from keras_ebm.samplers.sampler import Sampler
-from keras_ebm.samplers.sampler import metropolis_accept
 from keras_ebm.samplers.sampler import energy_and_gradient
+from keras_ebm.samplers.sampler import metropolis_accept
 
 
 @keras.saving.register_keras_serializable(package="keras_ebm")

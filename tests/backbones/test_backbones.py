@@ -1,9 +1,8 @@
 """Tests of the encoders: shapes, parameter counts, the registry, `.keras` round trips."""
 
+import keras
 import numpy as np
 import pytest
-
-import keras
 
 from keras_ebm.backbones import get_backbone
 from keras_ebm.backbones import resnet18_cifar
@@ -41,7 +40,8 @@ def test_small_cnn_downsamples_digits_to_two_by_two():
 
 def test_batch_norm_settings_and_bias_free_convolutions():
     encoder = small_resnet((8, 8, 1), widths=(4, 8))
-    norms = [l for l in encoder.layers if isinstance(l, keras.layers.BatchNormalization)]
+    norms = [layer for layer in encoder.layers
+             if isinstance(layer, keras.layers.BatchNormalization)]
     convolutions = [layer for layer in encoder.layers if isinstance(layer, keras.layers.Conv2D)]
     assert norms and all(n.momentum == 0.9 and n.epsilon == 1e-5 for n in norms)
     assert convolutions and not any(c.use_bias for c in convolutions)
@@ -81,7 +81,8 @@ def test_keras_file_round_trip(build, kwargs, tmp_path):
     images = np.random.default_rng(1).normal(size=(4, 8, 8, 1)).astype("float32")
     # One training-mode call moves the batch norm statistics away from their initial values.
     encoder(images, training=True)
-    for norm in [l for l in encoder.layers if isinstance(l, keras.layers.BatchNormalization)]:
+    for norm in [layer for layer in encoder.layers
+                 if isinstance(layer, keras.layers.BatchNormalization)]:
         norm.moving_mean.assign(np.full(norm.moving_mean.shape, 0.1, "float32"))
     path = str(tmp_path / "encoder.keras")
     encoder.save(path)

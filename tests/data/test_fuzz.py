@@ -3,11 +3,15 @@
 import os
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck
+from hypothesis import given
+from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from keras_ebm.data import DataError, ImageDataset, load
+from keras_ebm.data import DataError
+from keras_ebm.data import ImageDataset
+from keras_ebm.data import load
 
 FUZZ = settings(max_examples=40, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture,

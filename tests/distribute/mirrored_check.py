@@ -3,7 +3,8 @@
 Run as a script (`python mirrored_check.py simclr`): the two logical devices
 must be configured before TensorFlow initialises its devices, which a pytest
 process has usually done already, so tests/distribute/test_mirrored.py runs
-this file in a subprocess. Cases: simclr, simclr_sync_bn, moco, pirl, pcd, ratio_matching, grads_simclr.
+this file in a subprocess. Cases: simclr, simclr_sync_bn, moco, pirl, pcd,
+ratio_matching, grads_simclr.
 The JSON holds the largest absolute differences between the two runs.
 """
 
@@ -24,13 +25,17 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from keras_ebm import distribute  # noqa: E402
+from keras_ebm.energies import RBM  # noqa: E402
+from keras_ebm.energies import MLPEnergy  # noqa: E402
 from keras_ebm.layers import Jigsaw  # noqa: E402
 from keras_ebm.layers import PatchHead  # noqa: E402
 from keras_ebm.layers import ProjectionHead  # noqa: E402
-from keras_ebm.methods import PIRL, MoCo, SimCLR  # noqa: E402
-from keras_ebm.energies import RBM, MLPEnergy  # noqa: E402
 from keras_ebm.memory import ReplayBuffer  # noqa: E402
-from keras_ebm.methods import ContrastiveDivergence, RatioMatching  # noqa: E402
+from keras_ebm.methods import PIRL  # noqa: E402
+from keras_ebm.methods import ContrastiveDivergence  # noqa: E402
+from keras_ebm.methods import MoCo  # noqa: E402
+from keras_ebm.methods import RatioMatching  # noqa: E402
+from keras_ebm.methods import SimCLR  # noqa: E402
 from keras_ebm.optimizers import LARS  # noqa: E402
 from keras_ebm.samplers import Langevin  # noqa: E402
 

@@ -1,4 +1,6 @@
-"""SimCLR, MoCo, PIRL, PCD and ratio matching on 2 logical CPUs under MirroredStrategy train exactly as on one device.
+"""SimCLR, MoCo, PIRL, PCD and ratio matching under MirroredStrategy train exactly as on one device.
+
+They run on 2 logical CPUs.
 
 Each case runs `mirrored_check.py` in a subprocess, because the two logical
 devices must be configured before TensorFlow initialises its devices (the

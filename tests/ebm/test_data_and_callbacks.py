@@ -13,7 +13,6 @@ from keras_ebm.data.binary_digits import independent_pixels_log_likelihood
 from keras_ebm.data.binary_digits import load_binary_digits
 from keras_ebm.data.toy_2d import TOY_2D_NAMES
 from keras_ebm.data.toy_2d import toy_2d
-from keras_ebm.energies import RBM
 from keras_ebm.methods.contrastive_divergence import ContrastiveDivergence
 from keras_ebm.methods.denoising_autoencoder import DenoisingAutoencoder
 from keras_ebm.methods.denoising_autoencoder import corrupt
@@ -74,7 +73,8 @@ def test_non_finite_guard_stops_names_the_step_and_restores_weights():
     assert np.isfinite(model.energy(x)).all()
     with pytest.raises(NonFiniteError):
         model.energy.w.assign(0.0)
-        model.fit(x, batch_size=8, epochs=20, verbose=0, callbacks=[NonFiniteGuard(raise_error=True)])
+        model.fit(x, batch_size=8, epochs=20, verbose=0,
+                  callbacks=[NonFiniteGuard(raise_error=True)])
 
 
 def keras_identity_sampler():

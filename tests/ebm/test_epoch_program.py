@@ -3,10 +3,9 @@
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
-from keras_ebm.energies import MLPEnergy
 from keras_ebm.energies import RBM
+from keras_ebm.energies import MLPEnergy
 from keras_ebm.memory.replay_buffer import ReplayBuffer
 from keras_ebm.methods.contrastive_divergence import ContrastiveDivergence
 from keras_ebm.samplers import Gibbs
@@ -19,11 +18,13 @@ def _sigmoid(z):
 
 def _numpy_pcd_epoch(weights, visible_bias, hidden_bias, chains, element, learning_rate, k):
     """PCD-k with plain SGD on loss = mean F(data) - mean F(samples), written out by hand."""
-    W, b, c, x_chain = (np.array(a, np.float64) for a in (weights, visible_bias, hidden_bias, chains))
+    W, b, c, x_chain = (np.array(a, np.float64)
+                        for a in (weights, visible_bias, hidden_bias, chains))
     for i, data in enumerate(element["minibatches"]):
         for step in range(k):
             hidden = (element["hidden_uniforms"][i, step] < _sigmoid(c + x_chain @ W)).astype(float)
-            x_chain = (element["visible_uniforms"][i, step] < _sigmoid(b + hidden @ W.T)).astype(float)
+            x_chain = (element["visible_uniforms"][i, step]
+                       < _sigmoid(b + hidden @ W.T)).astype(float)
         p_data, p_chain = _sigmoid(c + data @ W), _sigmoid(c + x_chain @ W)
         # dF/dW = -v sigmoid(c + vW)^T, dF/db = -v, dF/dc = -sigmoid(c + vW)
         grad_W = -data.T @ p_data / len(data) + x_chain.T @ p_chain / len(x_chain)
@@ -52,7 +53,8 @@ def test_train_epoch_equals_numpy_pcd(k):
     expected = _numpy_pcd_epoch(rbm.kernel, rbm.visible_bias, rbm.hidden_bias,
                                 model.replay_buffer.chains, element_np, 0.3, k)
     model.fit(model.epoch_dataset(x, batch_size=4, seed=3), epochs=1, steps_per_epoch=1, verbose=0)
-    for got, want in zip((rbm.kernel, rbm.visible_bias, rbm.hidden_bias, model.replay_buffer.chains),
+    for got, want in zip((rbm.kernel, rbm.visible_bias, rbm.hidden_bias,
+                          model.replay_buffer.chains),
                          expected):
         np.testing.assert_allclose(np.asarray(got), want, atol=1e-5)
     assert int(model.optimizer.iterations) == 3  # one optimizer step per minibatch

@@ -21,7 +21,8 @@ class DiagonalGaussianEnergy(keras.layers.Layer):
 
     def build(self, input_shape):
         self.mu = self.add_weight(name="mu", shape=input_shape[-1:], initializer="zeros")
-        self.log_sigma = self.add_weight(name="log_sigma", shape=input_shape[-1:], initializer="zeros")
+        self.log_sigma = self.add_weight(name="log_sigma", shape=input_shape[-1:],
+                                         initializer="zeros")
 
     def call(self, x):
         return tf.reduce_sum(tf.square(x - self.mu) * tf.exp(-2.0 * self.log_sigma) / 2.0, axis=-1)
@@ -43,7 +44,8 @@ class IsingEnergy(keras.layers.Layer):
 
 
 TRUE_BIAS = np.array([0.5, -1.0, 0.0, 1.0], "float32")
-TRUE_COUPLING = np.triu(np.array([[0, 1.0, -0.5, 0.0], [0, 0, 0.8, -1.0], [0, 0, 0, 0.5], [0, 0, 0, 0]], "float32"), 1)
+TRUE_COUPLING = np.triu(np.array([[0, 1.0, -0.5, 0.0], [0, 0, 0.8, -1.0], [0, 0, 0, 0.5],
+                                  [0, 0, 0, 0]], "float32"), 1)
 
 
 def ising_data(num_samples=8192):
@@ -81,7 +83,8 @@ def test_nce_recovers_a_gaussian_and_its_log_partition():
     mu, sigma = np.array([1.0, -0.5]), np.array([0.5, 2.0])
     x = (mu + sigma * np.random.default_rng(0).standard_normal((8000, 2))).astype("float32")
     energy = DiagonalGaussianEnergy()
-    model = NoiseContrastiveEstimation(energy, GaussianNoise.from_data(x, scale=1.2), noise_ratio=2.0)
+    model = NoiseContrastiveEstimation(energy, GaussianNoise.from_data(x, scale=1.2),
+                                       noise_ratio=2.0)
     model.build((None, 2))
     model.compile(optimizer=keras.optimizers.Adam(0.03))
     model.fit(x, batch_size=1000, epochs=40, verbose=0)
@@ -99,7 +102,8 @@ def test_maximum_likelihood_on_an_rbm_decreases_exact_nll():
     history = model.fit(x, batch_size=64, epochs=30, verbose=0)
     assert history.history["loss"][-1] < history.history["loss"][0] - 0.5
     nll = float(tf.reduce_mean(model.energy(x)) + model.energy.log_partition())
-    assert nll == pytest.approx(model.evaluate(x, batch_size=64, verbose=0, return_dict=True)["loss"], abs=1e-4)
+    assert nll == pytest.approx(
+        model.evaluate(x, batch_size=64, verbose=0, return_dict=True)["loss"], abs=1e-4)
 
 
 def test_bernoulli_noise_log_prob():

@@ -34,7 +34,8 @@ def test_ais_within_half_a_nat_of_exact_on_16_hidden_units():
     rbm = random_rbm(64, 16, scale=0.3, seed=1)
     exact = rbm_log_partition(rbm)
     base = np.asarray(rbm.visible_bias)  # a reasonable base: the RBM's own biases
-    estimate, log_weights = ais_log_partition(rbm, num_chains=64, num_betas=2000, base_visible_bias=base, seed=0)
+    estimate, log_weights = ais_log_partition(rbm, num_chains=64, num_betas=2000,
+                                              base_visible_bias=base, seed=0)
     assert log_weights.shape == (64,)
     assert abs(estimate - exact) < 0.5
 
@@ -45,7 +46,8 @@ def test_grid_log_likelihood_of_a_gaussian_energy_is_exact():
 
     x = np.random.default_rng(0).normal(0, 0.8, size=(500, 2)).astype("float32")
     exact = np.mean(-np.sum(x**2, axis=1) / (2 * 0.64) - np.log(2 * np.pi * 0.64))
-    assert grid_log_likelihood(energy, x, bounds=(-4.0, 4.0), grid_size=200) == pytest.approx(exact, abs=1e-3)
+    assert grid_log_likelihood(energy, x, bounds=(-4.0, 4.0), grid_size=200) == pytest.approx(
+        exact, abs=1e-3)
     assert gaussian_log_likelihood(x, x) == pytest.approx(exact, abs=0.05)
 
 

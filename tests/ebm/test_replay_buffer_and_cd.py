@@ -2,8 +2,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_ebm.energies import MLPEnergy
 from keras_ebm.energies import RBM
+from keras_ebm.energies import MLPEnergy
 from keras_ebm.memory.replay_buffer import ReplayBuffer
 from keras_ebm.methods.contrastive_divergence import ContrastiveDivergence
 from keras_ebm.samplers import Gibbs

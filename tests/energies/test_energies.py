@@ -1,13 +1,12 @@
 import itertools
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from keras_ebm.energies import RBM
 from keras_ebm.energies import ConvEnergy
 from keras_ebm.energies import MLPEnergy
-from keras_ebm.energies import RBM
 from keras_ebm.evaluation.log_partition import brute_force_log_partition
 
 
@@ -32,9 +31,13 @@ def test_free_energy_and_conditionals_match_numpy(num_visible, num_hidden, batch
     v = (rng.random((batch, num_visible)) < 0.5).astype("float32")
     h = (rng.random((batch, num_hidden)) < 0.5).astype("float32")
     np.testing.assert_allclose(rbm(v), numpy_free_energy(v, w, b, c), rtol=1e-5, atol=1e-5)
-    sigmoid = lambda a: 1.0 / (1.0 + np.exp(-a))
-    np.testing.assert_allclose(rbm.hidden_probabilities(v), sigmoid(v @ w + c), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(rbm.visible_probabilities(h), sigmoid(h @ w.T + b), rtol=1e-5, atol=1e-6)
+    def sigmoid(a):
+        return 1.0 / (1.0 + np.exp(-a))
+
+    np.testing.assert_allclose(rbm.hidden_probabilities(v), sigmoid(v @ w + c),
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(rbm.visible_probabilities(h), sigmoid(h @ w.T + b),
+                               rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(
         rbm.joint_energy(v, h), -v @ b - h @ c - np.sum((v @ w) * h, axis=1), rtol=1e-5, atol=1e-5
     )
@@ -64,7 +67,8 @@ def test_visible_bias_from_data_gives_independent_pixel_marginals():
     x = (np.random.default_rng(0).random((200, 5)) < [0.1, 0.3, 0.5, 0.7, 0.9]).astype("float32")
     rbm = RBM(5, 2, kernel_initializer="zeros")
     rbm.set_visible_bias_from_data(x)
-    np.testing.assert_allclose(rbm.visible_probabilities(np.zeros((1, 2), "float32"))[0], x.mean(0), atol=1e-4)
+    np.testing.assert_allclose(rbm.visible_probabilities(np.zeros((1, 2), "float32"))[0],
+                               x.mean(0), atol=1e-4)
 
 
 def test_rbm_config_round_trip():

@@ -53,7 +53,8 @@ def test_data_facing_methods_check_too(grey_digits, method):
 
 
 def test_grey_levels_scaled_to_unit_interval_get_a_matching_threshold(grey_digits):
-    with pytest.raises(ValueError, match=r"got values in \[0, 1\]\. Binarise them, e\.g\. \(x > 0\.5\)"):
+    with pytest.raises(ValueError,
+                       match=r"got values in \[0, 1\]\. Binarise them, e\.g\. \(x > 0\.5\)"):
         RBM(64, 16)(grey_digits / 16.0)
 
 
@@ -144,13 +145,15 @@ def test_image_shaped_inputs_give_one_clear_message(binary_digits):
 
 
 def test_wrong_width_is_named(binary_digits):
-    with pytest.raises(ValueError, match=r"^RBM: expected inputs of shape \(batch, 64\), got \(4, 63\)$"):
+    with pytest.raises(ValueError,
+                       match=r"^RBM: expected inputs of shape \(batch, 64\), got \(4, 63\)$"):
         RBM(64, 16)(binary_digits[:4, :63])
 
 
 def test_fit_on_image_shaped_data_names_the_shape(binary_digits):
     model = cd_model(RBM(64, 16), jit_compile=False)
-    with pytest.raises(ValueError, match=r"RBM: expected inputs of shape \(batch, 64\), got \(\w+, 8, 8\)"):
+    with pytest.raises(ValueError,
+                       match=r"RBM: expected inputs of shape \(batch, 64\), got \(\w+, 8, 8\)"):
         model.fit(binary_digits.reshape(-1, 8, 8), batch_size=20, epochs=1, verbose=0)
 
 

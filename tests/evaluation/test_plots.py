@@ -105,7 +105,8 @@ def test_energy_surface_shows_the_energy_on_the_grid(tmp_path, toy_data):
 def test_digit_grid_is_written_and_unclipped(tmp_path, shape):
     images = (np.random.default_rng(0).random(shape) < 0.5).astype("float32")
     path = tmp_path / "grid.png"
-    title = "pcd on binary_digits: test log-likelihood -25.12 nats\nsamples (1000 MCMC steps from noise)"
+    title = ("pcd on binary_digits: test log-likelihood -25.12 nats\n"
+             "samples (1000 MCMC steps from noise)")
     figure = plot_digit_grid(str(path), images, title)
     assert path.stat().st_size > 500
     assert layout_problems(figure) == []
@@ -125,7 +126,8 @@ def test_digit_grid_rejects_non_square_flat_images(tmp_path):
 
 def test_plots_leave_no_pyplot_figures(tmp_path, toy_data):
     x, samples = toy_data
-    plot_energy_surface(str(tmp_path / "s.png"), quadratic_energy, x, samples, grid_size=10, title="t")
+    plot_energy_surface(str(tmp_path / "s.png"), quadratic_energy, x, samples, grid_size=10,
+                        title="t")
     plot_digit_grid(str(tmp_path / "g.png"), np.zeros((4, 64)), "t")
     pyplot = sys.modules.get("matplotlib.pyplot")
     assert pyplot is None or pyplot.get_fignums() == []

@@ -46,9 +46,11 @@ def test_probe_on_features_independent_of_labels_is_chance():
 
 def test_probe_draws_are_seeded_and_validated():
     train_x, train_y = _separable(0)
-    probe = lambda: linear_probe(
-        train_x, train_y, train_x, train_y, labels_per_class=1, num_draws=2, seed=5
-    )
+    def probe():
+        return linear_probe(
+            train_x, train_y, train_x, train_y, labels_per_class=1, num_draws=2, seed=5
+        )
+
     first, again = probe(), probe()
     assert first == again
     with pytest.raises(ValueError, match="fewer than labels_per_class"):
@@ -96,7 +98,9 @@ def test_knn_with_one_neighbour_is_nearest_neighbour():
     rng = np.random.default_rng(0)
     train_x, test_x = rng.normal(size=(100, 5)), rng.normal(size=(50, 5))
     train_y, test_y = rng.integers(5, size=100) + 3, rng.integers(5, size=50) + 3
-    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)
+    def unit(x):
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
     nearest = train_y[np.argmax(unit(test_x) @ unit(train_x).T, axis=1)]
     expected = np.mean(nearest == test_y)
     for temperature in (None, 0.07, 1.0):

@@ -8,7 +8,9 @@ import pytest
 import tensorflow as tf
 
 from keras_ebm.backbones import small_resnet
-from keras_ebm.layers import FusedBatchNormalization, ProjectionHead, set_fused_batch_norm
+from keras_ebm.layers import FusedBatchNormalization
+from keras_ebm.layers import ProjectionHead
+from keras_ebm.layers import set_fused_batch_norm
 
 # Batch renormalization is in Keras from 3.14 on.
 KERAS_HAS_RENORM = "renorm" in inspect.signature(keras.layers.BatchNormalization).parameters

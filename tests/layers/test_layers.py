@@ -2,7 +2,9 @@ import keras
 import numpy as np
 import pytest
 
-from keras_ebm.layers import CosineEnergy, FusedBatchNormalization, ProjectionHead
+from keras_ebm.layers import CosineEnergy
+from keras_ebm.layers import FusedBatchNormalization
+from keras_ebm.layers import ProjectionHead
 
 
 def test_cosine_energy_matches_numpy():
@@ -12,7 +14,8 @@ def test_cosine_energy_matches_numpy():
     energy = CosineEnergy(temperature=0.25)
     a_n = a / np.linalg.norm(a, axis=1, keepdims=True)
     b_n = b / np.linalg.norm(b, axis=1, keepdims=True)
-    np.testing.assert_allclose(np.asarray(energy(a, b)), -(a_n @ b_n.T) / 0.25, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(energy(a, b)), -(a_n @ b_n.T) / 0.25,
+                               rtol=1e-5, atol=1e-6)
     paired = np.asarray(energy(a[:3], b, pairwise=False))
     np.testing.assert_allclose(paired, np.diag(-(a_n[:3] @ b_n.T) / 0.25), rtol=1e-5, atol=1e-6)
 

@@ -3,7 +3,10 @@ import math
 import numpy as np
 import pytest
 
-from keras_ebm.losses import InfoNCE, NTXent, info_nce, nt_xent
+from keras_ebm.losses import InfoNCE
+from keras_ebm.losses import NTXent
+from keras_ebm.losses import info_nce
+from keras_ebm.losses import nt_xent
 
 
 def _normalize(x):
@@ -45,7 +48,8 @@ def test_nt_xent_matches_numpy(batch_size, dim, temperature):
     np.testing.assert_allclose(float(loss), numpy_nt_xent(z_a, z_b, temperature), rtol=1e-4)
     assert logits.shape == (2 * batch_size, 2 * batch_size)
     np.testing.assert_array_equal(np.asarray(labels),
-                                  np.r_[np.arange(batch_size, 2 * batch_size), np.arange(batch_size)])
+                                  np.r_[np.arange(batch_size, 2 * batch_size),
+                                        np.arange(batch_size)])
 
 
 @pytest.mark.parametrize("batch_size", [2, 7, 64])
@@ -77,7 +81,8 @@ def test_ntxent_class_matches_function_and_weights():
     rng = np.random.default_rng(1)
     z_a, z_b = rng.normal(size=(2, 6, 4)).astype("float32")
     loss_fn = NTXent(temperature=0.3)
-    np.testing.assert_allclose(float(loss_fn(z_a, z_b)), float(nt_xent(z_a, z_b, 0.3)[0]), rtol=1e-5)
+    np.testing.assert_allclose(float(loss_fn(z_a, z_b)), float(nt_xent(z_a, z_b, 0.3)[0]),
+                               rtol=1e-5)
     # Per-image losses: a weight of zero on all but image 0 gives image 0's mean over both views.
     per_view = np.asarray(nt_xent(z_a, z_b, 0.3, reduce=False)[0])
     weights = np.zeros(6, "float32")

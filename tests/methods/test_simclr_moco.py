@@ -4,8 +4,10 @@ import pytest
 import tensorflow as tf
 
 from keras_ebm.layers import ProjectionHead
-from keras_ebm.losses import info_nce, nt_xent
-from keras_ebm.methods import MoCo, SimCLR
+from keras_ebm.losses import info_nce
+from keras_ebm.losses import nt_xent
+from keras_ebm.methods import MoCo
+from keras_ebm.methods import SimCLR
 
 
 def tiny_encoder(batch_norm=False, shape=(6, 6, 1)):
@@ -66,7 +68,8 @@ def test_moco_momentum_update_and_queue_against_reference():
     m = 0.9
     model = make(MoCo, queue_size=20, momentum=m, temperature=0.2, bn_splits=1)
     query0 = [w.numpy().copy() for w in model.encoder.weights + model.projection_head.weights]
-    keys0 = [w.numpy().copy() for w in model.key_encoder.weights + model.key_projection_head.weights]
+    keys0 = [w.numpy().copy()
+             for w in model.key_encoder.weights + model.key_projection_head.weights]
     for q, k in zip(query0, keys0):  # the key encoder starts as a copy
         np.testing.assert_array_equal(q, k)
     queue0 = model.queue.keys.numpy().copy()
@@ -83,7 +86,8 @@ def test_moco_momentum_update_and_queue_against_reference():
     assert int(model.queue.pointer.numpy()) == 8
     # Second step: theta_k <- m theta_k + (1 - m) theta_q with the weights after step 1.
     query1 = [w.numpy().copy() for w in model.encoder.weights + model.projection_head.weights]
-    keys1 = [w.numpy().copy() for w in model.key_encoder.weights + model.key_projection_head.weights]
+    keys1 = [w.numpy().copy()
+             for w in model.key_encoder.weights + model.key_projection_head.weights]
     model.train_on_batch((a, b))
     keys2 = [w.numpy() for w in model.key_encoder.weights + model.key_projection_head.weights]
     for q, k, k_new in zip(query1, keys1, keys2):
@@ -192,7 +196,8 @@ def test_save_load_round_trip(tmp_path, cls, kwargs):
     assert loaded.get_config()["temperature"] == model.get_config()["temperature"]
     if cls is MoCo:
         np.testing.assert_array_equal(loaded.queue.keys.numpy(), model.queue.keys.numpy())
-        assert int(loaded.queue.pointer.numpy()) == int(model.queue.pointer.numpy()) == 0 + 3 * 8 % 12
+        assert (int(loaded.queue.pointer.numpy()) == int(model.queue.pointer.numpy())
+                == 0 + 3 * 8 % 12)
         np.testing.assert_allclose(np.asarray(loaded.key_encoder(a)),
                                    np.asarray(model.key_encoder(a)), atol=1e-6)
     # get_config / from_config rebuilds the same architecture.

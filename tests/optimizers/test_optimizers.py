@@ -4,7 +4,9 @@ import keras
 import numpy as np
 import pytest
 
-from keras_ebm.optimizers import LARS, WarmupCosine, scale_learning_rate
+from keras_ebm.optimizers import LARS
+from keras_ebm.optimizers import WarmupCosine
+from keras_ebm.optimizers import scale_learning_rate
 
 
 def numpy_lars(weights, gradients_per_step, excluded, learning_rate, momentum, weight_decay,

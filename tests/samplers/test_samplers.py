@@ -1,5 +1,3 @@
-import itertools
-
 import keras
 import numpy as np
 import pytest
@@ -9,7 +7,6 @@ from keras_ebm.energies import RBM
 from keras_ebm.samplers import Gibbs
 from keras_ebm.samplers import Langevin
 from keras_ebm.samplers import MetropolisHastings
-from keras_ebm.samplers import Sampler
 
 
 def chi_square_statistic(samples, log_probabilities):
@@ -27,7 +24,8 @@ CHI2_15_999 = 37.70
 
 def all_states(num_bits):
     # Least significant bit first, matching chi_square_statistic's codes.
-    return np.array([[(i >> k) & 1 for k in range(num_bits)] for i in range(2**num_bits)], "float32")
+    return np.array([[(i >> k) & 1 for k in range(num_bits)] for i in range(2**num_bits)],
+                    "float32")
 
 
 def tiny_rbm():
@@ -57,7 +55,8 @@ def test_metropolis_bit_flip_stationary_distribution_chi_square():
     tf.random.set_seed(2)
     rbm = tiny_rbm()
     x0 = np.ones((4000, 4), "float32")
-    samples, acceptance = MetropolisHastings(num_steps=60, proposal="bit_flip").sample_with_info(rbm, x0)
+    sampler = MetropolisHastings(num_steps=60, proposal="bit_flip")
+    samples, acceptance = sampler.sample_with_info(rbm, x0)
     statistic, _ = chi_square_statistic(samples.numpy(), exact_log_probabilities(rbm, 4))
     assert statistic < CHI2_15_999
     assert 0.0 < float(acceptance) < 1.0
@@ -95,7 +94,8 @@ def test_mala_is_exact_with_a_large_step():
     tf.random.set_seed(5)
     x0 = tf.random.normal([3000, 1], 1.0, 0.5)
     ula = Langevin(num_steps=100, step_size=0.2).sample(gaussian_energy, x0).numpy()
-    mala = Langevin(num_steps=100, step_size=0.2, metropolis=True).sample(gaussian_energy, x0).numpy()
+    mala = Langevin(num_steps=100, step_size=0.2, metropolis=True).sample(
+        gaussian_energy, x0).numpy()
     assert abs(mala.std() - 0.5) < 0.04
     assert abs(ula.std() - 0.5) > abs(mala.std() - 0.5)
 

@@ -9,7 +9,9 @@ import tensorflow as tf
 
 from keras_ebm.backbones import get_backbone
 from keras_ebm.energies import RBM
-from keras_ebm.export import export_encoder, export_saved_model, next_version
+from keras_ebm.export import export_encoder
+from keras_ebm.export import export_saved_model
+from keras_ebm.export import next_version
 
 FRESH_PROCESS = r"""
 import sys

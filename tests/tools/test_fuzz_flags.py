@@ -1,6 +1,8 @@
 """Fuzz the CLI's flags: any value is accepted or rejected with a UsageError, never a crash."""
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck
+from hypothesis import given
+from hypothesis import settings
 from hypothesis import strategies as st
 
 NUMBERS = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-10**6, 10**6))
