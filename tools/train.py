@@ -33,11 +33,10 @@ from keras_ebm import presets  # noqa: E402
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRESET = "the method's preset"
 flags.DEFINE_enum("method", "moco", presets.METHODS, "Method to train.")
-flags.DEFINE_string("dataset", "digits",
-                    "Data: 'digits' (embedded 8x8 images, no download), 'binary_digits' (EBMs), "
-                    "'toy:<rings|moons|8gaussians|checkerboard>' (EBMs), 'tfds:NAME' (a prepared "
-                    "TFDS dataset, see --data_dir) or 'folder:PATH' (one sub-folder of images "
-                    "per class, PATH/<class>/<image>.png|jpg).")
+flags.DEFINE_string("dataset", "digits", "Data: 'digits' (embedded 8x8 images, no download), "
+                    "'binary_digits' (EBMs), 'toy:<rings|moons|8gaussians|checkerboard>' (EBMs), "
+                    "'tfds:NAME' (a prepared TFDS dataset, see --data_dir) or 'folder:PATH' "
+                    "(one sub-folder of images per class, PATH/<class>/<image>.png|jpg).")
 flags.DEFINE_string("data_dir", None, "TFDS data_dir holding prepared datasets.")
 flags.DEFINE_integer("image_size", None, "Resize images to this size (square).")
 flags.DEFINE_integer("max_train_examples", None, "Use at most this many training images.")
@@ -51,14 +50,11 @@ flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker",
                   "tf.distribute strategy; multi_worker reads TF_CONFIG.")
 flags.DEFINE_bool("sync_batch_norm", False, "Synchronise batch-norm statistics across replicas.")
 flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"],
-                  "XLA: auto uses it on GPUs and TPUs only (on CPUs it made a ResNet-18 step "
-                  "1.8x slower).")
+                  "XLA: auto uses it on GPUs and TPUs only (1.8x slower on CPUs).")
 flags.DEFINE_enum("mixed_precision", "none", ["none", "bfloat16", "float16"],
                   "Mixed precision; losses and energies stay in float32.")
-flags.DEFINE_string("workdir", os.path.join(REPO, "runs", "default"),
-                    "Folder for logs, checkpoints, model and metrics.")
-flags.DEFINE_string("export_dir", None,
-                    "TF Serving model base path (default: <repo>/saved_models/<method>).")
+flags.DEFINE_string("workdir", os.path.join(REPO, "runs", "default"), "Logs, checkpoints, model.")
+flags.DEFINE_string("export_dir", None, "TF Serving base path (<repo>/saved_models/<method>).")
 flags.DEFINE_integer("seed", 0, "Random seed.")
 flags.DEFINE_integer("keep_checkpoints", 3, "Per-epoch snapshots kept in <workdir>/checkpoints.")
 flags.DEFINE_float("temperature", None, f"Softmax temperature (default: {PRESET}).")
@@ -136,7 +132,7 @@ def validate_flags():
                   file=sys.stderr)
 
 
-def use_xla():
+def use_xla():  # --jit_compile=auto: XLA on GPUs and TPUs only
     from keras_ebm.distribute import default_jit_compile
 
     return default_jit_compile(FLAGS.jit_compile, FLAGS.strategy)
@@ -169,8 +165,8 @@ def train(workdir, export_dir):
     except (ValueError, keras_ebm.data.DataError) as error:
         raise UsageError(f"--dataset: {error}".replace("--dataset: --", "--")) from None
     config = presets.resolve(FLAGS.method, overrides())
-    steps = presets.default_steps_per_epoch(config, len(x_train))
-    steps = min(steps, FLAGS.steps_per_epoch or steps)
+    steps = min(presets.default_steps_per_epoch(config, len(x_train)),
+                FLAGS.steps_per_epoch or len(x_train))
     try:
         with strategy.scope() if ssl else contextlib.nullcontext():
             model = presets.build(FLAGS.method, x_train, steps_per_epoch=steps, **overrides())
@@ -212,9 +208,9 @@ def train(workdir, export_dir):
     history = {k: float(v[-1]) for k, v in result.history.history.items() if v}
     metrics = {"method": FLAGS.method, "dataset": FLAGS.dataset, "epochs": config["epochs"],
                "batch_size": config["batch_size"], "train_seconds": round(seconds, 1),
-               "rollbacks": result.rollbacks, **{f"final_{k}": v for k, v in history.items()}}
-    if ssl:
-        metrics.update(backbone=config["backbone"], replicas=strategy.num_replicas_in_sync)
+               "rollbacks": result.rollbacks, **{f"final_{k}": v for k, v in history.items()},
+               **({"backbone": config["backbone"], "replicas": strategy.num_replicas_in_sync}
+                  if ssl else {})}
     if ssl and FLAGS.evaluate:
         results.update(probes.evaluation_rows(dataset, {f"{FLAGS.method} (trained)": model.encoder},
                                               num_draws=FLAGS.probe_draws, seed=FLAGS.seed,

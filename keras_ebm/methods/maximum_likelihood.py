@@ -54,6 +54,10 @@ class MaximumLikelihood(EnergyMethod):
     def __init__(self, energy, **kwargs):
         super().__init__(energy, **kwargs)
         self.build_now()
+        if self.example_shape and not hasattr(energy, "log_partition") and (
+                self.example_shape[-1] > 20):
+            raise ValueError(f"MaximumLikelihood: exact log Z enumerates 2**D states and "
+                             f"needs D <= 20 (or an RBM), got D={self.example_shape[-1]}")
 
     def contrastive_loss(self, inputs, training):
         # The contrasted samples are all states, weighted by p, inside log Z.
