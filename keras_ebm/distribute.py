@@ -331,8 +331,9 @@ def sync_batch_norm(layer, synchronized=True):
 def default_jit_compile(setting="auto", strategy="default"):
     """Whether to compile with XLA: `setting` "true"/"false", or "auto".
 
-    "auto" uses XLA on GPUs and TPUs only: on CPUs it made a ResNet-18 SimCLR
-    step 1.8x slower, and under MirroredStrategy over logical CPUs it fails.
+    "auto" uses XLA on GPUs and TPUs only: on CPUs it made the ResNet-18
+    SimCLR step slower (docs/performance.md), and under MirroredStrategy over
+    logical CPUs it fails.
     """
     if setting != "auto":
         return setting == "true"

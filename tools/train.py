@@ -84,7 +84,7 @@ flags.DEFINE_list("projection_hidden_dims", None, "Hidden widths of the projecti
 flags.DEFINE_bool("projection_batch_norm", None, f"Batch norm in the head (default: {PRESET}).")
 flags.DEFINE_bool("flip", None, f"Random horizontal flips (default: {PRESET}).")
 flags.DEFINE_bool("evaluate", True, "Run the linear probes and kNN after training.")
-flags.DEFINE_integer("probe_draws", 10, "Label draws averaged by the few-label probes.")
+flags.DEFINE_integer("probe_draws", None, "Label draws per probe (default: evaluation.PROTOCOL).")
 FLAGS = flags.FLAGS
 EXTRA_CALLBACKS = []  # appended to every fit (tests simulate crashes with it)
 SSL_ONLY = ("backbone", "temperature", "queue_size", "projection_dim", "num_negatives")

@@ -14,12 +14,9 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
     Keras 3 normalises with separate operations (moments, then scale and
     shift), and differentiates each of them. On the TensorFlow backend this
     layer computes the same function with one `FusedBatchNormV3` op and its
-    fused gradient, which oneDNN (CPU) and cuDNN (GPU) implement. Measured on
-    a 2-core CPU with `tools/benchmark.py --[no]fused_batch_norm`, the
-    ResNet-18 SimCLR train step (batch 128, two views) ran 16% faster in
-    float32 (32.2 against 27.7 images/s) and 27% faster with
-    `mixed_bfloat16` (48.1 against 37.9); see the README's performance
-    section.
+    fused gradient, which oneDNN (CPU) and cuDNN (GPU) implement: fewer
+    passes over the activations per step. `tools/benchmark.py
+    --[no]fused_batch_norm` measures the difference (docs/performance.md).
 
     Same arguments, weights, statistics and config as
     `keras.layers.BatchNormalization`: the moving statistics are updated
