@@ -4,6 +4,15 @@ import keras
 import tensorflow as tf
 
 from keras_ebm import distribute
+from keras_ebm.seeding import fold_seed
+from keras_ebm.seeding import random_normal
+from keras_ebm.seeding import random_uniform
+
+
+def _shuffle(values, seed):
+    if seed is None:
+        return tf.random.shuffle(values)
+    return tf.random.experimental.stateless_shuffle(values, fold_seed(seed, 0))
 
 
 @keras.saving.register_keras_serializable(package="keras_ebm")
@@ -73,14 +82,14 @@ class ReplayBuffer(keras.layers.Layer):
         )
         self.built = True
 
-    def draw_noise(self, num_samples):
-        """Fresh chain states, shape [num_samples, *shape]."""
+    def draw_noise(self, num_samples, seed=None):
+        """Fresh chain states, shape [num_samples, *shape] (stateless from `seed` if given)."""
         shape = tf.concat([[num_samples], self.shape], axis=0)
         if self.noise == "uniform":
-            return tf.random.uniform(shape, self.minval, self.maxval)
+            return random_uniform(shape, seed, minval=self.minval, maxval=self.maxval)
         if self.noise == "normal":
-            return tf.random.normal(shape)
-        return tf.cast(tf.random.uniform(shape) < 0.5, tf.float32)
+            return random_normal(shape, seed)
+        return tf.cast(random_uniform(shape, seed) < 0.5, tf.float32)
 
     def _replica_shard(self):
         """(offset, count) of this replica's chains under tf.distribute, else None."""
@@ -93,8 +102,10 @@ class ReplayBuffer(keras.layers.Layer):
         count = self.size // replicas
         return distribute.replica_id() * count, count
 
-    def sample(self, num_samples=None):
+    def sample(self, num_samples=None, seed=None):
         """Draws `num_samples` distinct chains (all when None); returns (x, indices).
+
+        With `seed` ([2] ints) every draw is stateless, a function of the seed.
 
         When every chain is drawn, `indices` is None (read as "all chains" by
         `update`), which spares a gather and a scatter per update. Under
@@ -112,19 +123,19 @@ class ReplayBuffer(keras.layers.Layer):
                 if num_samples % replicas:
                     raise ValueError(f"ReplayBuffer: num_samples={num_samples} cannot be split "
                                      f"evenly over {replicas} replicas")
-                indices = offset + tf.random.shuffle(tf.range(count))[: num_samples // replicas]
+                indices = offset + _shuffle(tf.range(count), seed)[: num_samples // replicas]
             x = tf.gather(chains, indices)
         elif num_samples is None or num_samples == self.size:
             indices = None
             x = chains
         else:
-            indices = tf.random.shuffle(tf.range(self.size))[:num_samples]
+            indices = _shuffle(tf.range(self.size), seed)[:num_samples]
             x = tf.gather(chains, indices)
         if self.reinit_fraction > 0.0:
             count = tf.shape(x)[0]
-            restart = tf.random.uniform([count]) < self.reinit_fraction
+            restart = random_uniform([count], fold_seed(seed, 1)) < self.reinit_fraction
             restart = tf.reshape(restart, [-1] + [1] * len(self.shape))
-            x = tf.where(restart, self.draw_noise(count), x)
+            x = tf.where(restart, self.draw_noise(count, fold_seed(seed, 2)), x)
         return x, indices
 
     def update(self, indices, x):

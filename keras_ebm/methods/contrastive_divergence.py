@@ -1,10 +1,14 @@
 """Contrastive divergence (CD-k) and persistent contrastive divergence (PCD)."""
 
+import random
+
 import keras
 import tensorflow as tf
 
+from keras_ebm import distribute
 from keras_ebm.methods.energy_method import EnergyMethod
 from keras_ebm.samplers.gibbs import Gibbs
+from keras_ebm.seeding import fold_seed
 
 
 @keras.saving.register_keras_serializable(package="keras_ebm")
@@ -35,6 +39,10 @@ class ContrastiveDivergence(EnergyMethod):
             None uses every chain in the buffer (Tieleman's PCD). Defaults to None.
         energy_l2: float, weight of the energy-magnitude penalty of Du &
             Mordatch, which keeps energies near zero. Defaults to 0.0.
+        seed: int or None, seed of the MCMC noise; update t draws from the
+            stateless seed (seed, t), so a resumed run draws the same noise.
+            None: drawn from Python's `random` (which
+            `keras.utils.set_random_seed` seeds). Saved in the config.
         **kwargs: `keras.Model` keyword arguments (e.g. `name`).
 
     Example:
@@ -59,7 +67,7 @@ class ContrastiveDivergence(EnergyMethod):
     config_objects = ("energy", "sampler", "replay_buffer")
 
     def __init__(self, energy, sampler, persistent=False, replay_buffer=None, chains_per_step=None,
-                 energy_l2=0.0, **kwargs):
+                 energy_l2=0.0, seed=None, **kwargs):
         super().__init__(energy, **kwargs)
         if persistent and replay_buffer is None:
             raise ValueError(
@@ -70,17 +78,33 @@ class ContrastiveDivergence(EnergyMethod):
         self.replay_buffer = replay_buffer
         self.chains_per_step = None if chains_per_step is None else int(chains_per_step)
         self.energy_l2 = float(energy_l2)
+        # The MCMC noise of update t is a function of (seed, t): see `step_seed`.
+        self.seed = int(random.randrange(2**31)) if seed is None else int(seed)
         self.build_now(tuple(replay_buffer.shape) if replay_buffer is not None else None)
+
+    def step_seed(self):
+        """The stateless seed of this update's MCMC noise: (seed, update count, replica).
+
+        The update count is the optimizer's, which checkpoints carry, so a run
+        resumed after a kill draws the same noise as an uninterrupted one.
+        """
+        optimizer = getattr(self, "optimizer", None)
+        step = (tf.cast(optimizer.iterations, tf.int64) if optimizer is not None
+                else tf.constant(0, tf.int64))
+        seed = tf.stack([tf.constant(self.seed, tf.int64), step])
+        return fold_seed(seed, tf.cast(distribute.replica_id(), tf.int64))
 
     def contrasted_samples(self, x_data, training=True):
         """Runs the sampler from the data (CD) or from the persistent chains (PCD).
 
         The chains are kept only in training (`training=True`).
         """
+        seed = self.step_seed()
         if not self.persistent:
-            return self.sampler(self.energy, x_data)
-        x_init, indices = self.replay_buffer.sample(self.chains_per_step)
-        x_samples = self.sampler(self.energy, tf.cast(x_init, x_data.dtype))
+            return self.sampler(self.energy, x_data, seed=fold_seed(seed, 0))
+        x_init, indices = self.replay_buffer.sample(self.chains_per_step, seed=fold_seed(seed, 1))
+        x_samples = self.sampler(self.energy, tf.cast(x_init, x_data.dtype),
+                                 seed=fold_seed(seed, 0))
         if training:
             self.replay_buffer.update(indices, x_samples)
         return x_samples
@@ -218,4 +242,5 @@ class ContrastiveDivergence(EnergyMethod):
 
     def get_config(self):
         return {**super().get_config(), "persistent": self.persistent,
-                "chains_per_step": self.chains_per_step, "energy_l2": self.energy_l2}
+                "chains_per_step": self.chains_per_step, "energy_l2": self.energy_l2,
+                "seed": self.seed}

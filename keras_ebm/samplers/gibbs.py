@@ -4,6 +4,8 @@ import keras
 import tensorflow as tf
 
 from keras_ebm.samplers.sampler import Sampler
+from keras_ebm.seeding import fold_seed
+from keras_ebm.seeding import random_uniform
 
 
 @keras.saving.register_keras_serializable(package="keras_ebm")
@@ -33,19 +35,25 @@ class Gibbs(Sampler):
         super().__init__(num_steps=num_steps)
         self.mean_field_visible = bool(mean_field_visible)
 
-    def step(self, energy, x, step_index):
-        hidden = energy.sample_hidden(x)
-        visible = energy.sample_visible(hidden)
+    def step(self, energy, x, step_index, seed=None):
+        hidden_probabilities = energy.hidden_probabilities(x)
+        hidden = energy.sample_hidden(x, random_uniform(
+            tf.shape(hidden_probabilities), fold_seed(seed, 0), hidden_probabilities.dtype))
+        visible = energy.sample_visible(hidden, random_uniform(
+            tf.shape(x), fold_seed(seed, 1), x.dtype))
         return visible, tf.ones(tf.shape(x)[:1], x.dtype)
 
-    def sample_with_info(self, energy, x_init, num_steps=None):
+    def sample_with_info(self, energy, x_init, num_steps=None, seed=None):
         if not self.mean_field_visible:
-            return super().sample_with_info(energy, x_init, num_steps)
+            return super().sample_with_info(energy, x_init, num_steps, seed)
         # NOTE: the last half-step returns probabilities, a common variance
         # reduction; the chain itself stays binary.
         steps = self.num_steps if num_steps is None else num_steps
-        x, rate = super().sample_with_info(energy, x_init, steps - 1)
-        return energy.visible_probabilities(energy.sample_hidden(x)), rate
+        x, rate = super().sample_with_info(energy, x_init, steps - 1, fold_seed(seed, 0))
+        probabilities = energy.hidden_probabilities(x)
+        hidden = energy.sample_hidden(x, random_uniform(
+            tf.shape(probabilities), fold_seed(seed, 1), probabilities.dtype))
+        return energy.visible_probabilities(hidden), rate
 
     def get_config(self):
         config = super().get_config()

@@ -8,6 +8,8 @@ import tensorflow as tf
 from keras_ebm.samplers.sampler import Sampler
 from keras_ebm.samplers.sampler import energy_and_gradient
 from keras_ebm.samplers.sampler import metropolis_accept
+from keras_ebm.seeding import fold_seed
+from keras_ebm.seeding import random_normal
 
 
 @keras.saving.register_keras_serializable(package="keras_ebm")
@@ -86,10 +88,10 @@ class Langevin(Sampler):
             x = tf.clip_by_value(x, low, high)
         return x
 
-    def step(self, energy, x, step_index):
+    def step(self, energy, x, step_index, seed=None):
         sigma = self.effective_noise_scale
         energies, mean = self._drift(energy, x)
-        x_proposed = mean + sigma * tf.random.normal(tf.shape(x), dtype=x.dtype)
+        x_proposed = mean + sigma * random_normal(tf.shape(x), fold_seed(seed, 0), x.dtype)
         # NOTE: clamping is applied to the proposal; with MALA the proposal
         # densities below ignore the clamp, so exactness holds only away from
         # the boundary (Du & Mordatch clamp without any correction).
@@ -101,7 +103,7 @@ class Langevin(Sampler):
         log_q_forward = -tf.reduce_sum(tf.square(x_proposed - mean), axis=axes) / (2 * sigma**2)
         log_q_reverse = -tf.reduce_sum(tf.square(x - mean_reverse), axis=axes) / (2 * sigma**2)
         log_ratio = energies - energies_proposed + log_q_reverse - log_q_forward
-        return metropolis_accept(x, x_proposed, log_ratio)
+        return metropolis_accept(x, x_proposed, log_ratio, fold_seed(seed, 1))
 
     def get_config(self):
         config = super().get_config()

@@ -5,6 +5,9 @@ import tensorflow as tf
 
 from keras_ebm.samplers.sampler import Sampler
 from keras_ebm.samplers.sampler import metropolis_accept
+from keras_ebm.seeding import fold_seed
+from keras_ebm.seeding import random_normal
+from keras_ebm.seeding import random_uniform
 
 
 @keras.saving.register_keras_serializable(package="keras_ebm")
@@ -39,20 +42,22 @@ class MetropolisHastings(Sampler):
         self.proposal = proposal
         self.proposal_scale = float(proposal_scale)
 
-    def propose(self, x):
+    def propose(self, x, seed=None):
         if self.proposal == "gaussian":
-            return x + self.proposal_scale * tf.random.normal(tf.shape(x), dtype=x.dtype)
+            return x + self.proposal_scale * random_normal(tf.shape(x), seed, x.dtype)
         batch = tf.shape(x)[0]
         flat = tf.reshape(x, [batch, -1])
         num_bits = tf.shape(flat)[1]
-        index = tf.random.uniform([batch], 0, num_bits, dtype=tf.int32)
+        index = tf.cast(tf.floor(random_uniform([batch], seed) * tf.cast(num_bits, "float32")),
+                        tf.int32)
+        index = tf.minimum(index, num_bits - 1)
         flip = tf.one_hot(index, num_bits, dtype=x.dtype)
         return tf.reshape(flat + flip * (1.0 - 2.0 * flat), tf.shape(x))
 
-    def step(self, energy, x, step_index):
-        x_proposed = self.propose(x)
+    def step(self, energy, x, step_index, seed=None):
+        x_proposed = self.propose(x, fold_seed(seed, 0))
         log_ratio = energy(x) - energy(x_proposed)
-        return metropolis_accept(x, x_proposed, log_ratio)
+        return metropolis_accept(x, x_proposed, log_ratio, fold_seed(seed, 1))
 
     def get_config(self):
         config = super().get_config()

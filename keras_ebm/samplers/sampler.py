@@ -1,9 +1,13 @@
 """Base class of MCMC samplers: runs one compiled `tf.while_loop` of `step`s."""
 
 import abc
+import inspect
 
 import keras
 import tensorflow as tf
+
+from keras_ebm.seeding import fold_seed
+from keras_ebm.seeding import random_uniform
 
 
 def energy_and_gradient(energy, x):
@@ -16,14 +20,14 @@ def energy_and_gradient(energy, x):
 
 
 @keras.saving.register_keras_serializable(package="keras_ebm")
-def metropolis_accept(x, x_proposed, log_ratio):
+def metropolis_accept(x, x_proposed, log_ratio, seed=None):
     """Accepts each proposal with probability min(1, exp(log_ratio)).
 
     Returns `(x_next, acceptance)`: the proposal where accepted, else `x`, and
-    the per-chain acceptance probabilities.
+    the per-chain acceptance probabilities. `seed`: see `random_uniform`.
     """
     acceptance = tf.exp(tf.minimum(log_ratio, 0.0))
-    accept = tf.random.uniform(tf.shape(acceptance), dtype=x.dtype) < acceptance
+    accept = random_uniform(tf.shape(acceptance), seed, dtype=x.dtype) < acceptance
     mask = tf.reshape(accept, [-1] + [1] * (len(x.shape) - 1))
     return tf.where(mask, x_proposed, x), acceptance
 
@@ -31,9 +35,13 @@ def metropolis_accept(x, x_proposed, log_ratio):
 class Sampler(abc.ABC):
     """Runs `num_steps` MCMC transitions x <- step(energy, x) in one `tf.while_loop`.
 
-    A subclass writes only `step(energy, x, step_index) -> (x, acceptance)`,
-    where `acceptance` is the per-chain acceptance probability (ones for
-    samplers without a Metropolis test). In graph mode (inside a `train_step`)
+    A subclass writes only `step(energy, x, step_index, seed) -> (x,
+    acceptance)`, where `acceptance` is the per-chain acceptance probability
+    (ones for samplers without a Metropolis test) and `seed` is None (draw
+    from TF's global RNG) or a stateless seed of that step. Given a `seed`
+    ([2] ints), a call draws all its noise from it: methods pass one derived
+    from their step counter, so a resumed run draws the same MCMC noise as an
+    uninterrupted one. In graph mode (inside a `train_step`)
     the loop is a graph `while` op; called eagerly, the loop runs through a
     `tf.function` that is traced once per energy, never as a Python loop.
 
@@ -56,10 +64,17 @@ class Sampler(abc.ABC):
         self._compiled_loop = None
 
     @abc.abstractmethod
-    def step(self, energy, x, step_index):
+    def step(self, energy, x, step_index, seed=None):
         """One MCMC step from `x`; returns `(x_next, accepted)` (see subclasses)."""
 
-    def _loop(self, energy, x, num_steps):
+    def _step(self, energy, x, step_index, seed):
+        # A subclass written before `seed` existed (step(energy, x, step_index)) draws
+        # from TF's global generator.
+        if "seed" in inspect.signature(self.step).parameters:
+            return self.step(energy, x, step_index, seed=seed)
+        return self.step(energy, x, step_index)
+
+    def _loop(self, energy, x, num_steps, seed=None):
         x = tf.convert_to_tensor(x)
         acceptance_sum = tf.zeros([], x.dtype)
 
@@ -67,7 +82,7 @@ class Sampler(abc.ABC):
             return i < num_steps
 
         def body(i, x, acceptance_sum):
-            x_next, acceptance = self.step(energy, x, i)
+            x_next, acceptance = self._step(energy, x, i, fold_seed(seed, i))
             x_next = tf.ensure_shape(tf.cast(x_next, x.dtype), x.shape)
             return i + 1, x_next, acceptance_sum + tf.reduce_mean(tf.cast(acceptance, x.dtype))
 
@@ -77,28 +92,28 @@ class Sampler(abc.ABC):
         acceptance_rate = acceptance_sum / tf.maximum(tf.cast(num_steps, x.dtype), 1.0)
         return tf.stop_gradient(x), acceptance_rate
 
-    def sample_with_info(self, energy, x_init, num_steps=None):
+    def sample_with_info(self, energy, x_init, num_steps=None, seed=None):
         """Runs the chains; returns (samples, mean acceptance rate)."""
         steps = self.num_steps if num_steps is None else num_steps
         if isinstance(steps, int) and steps == 1:
             # One transition needs no loop (CD-1, PCD-1): spares the while op.
             x_init = tf.convert_to_tensor(x_init)
-            x, acceptance = self.step(energy, x_init, tf.constant(0))
+            x, acceptance = self._step(energy, x_init, tf.constant(0), fold_seed(seed, 0))
             x = tf.ensure_shape(tf.cast(x, x_init.dtype), x_init.shape)
             return tf.stop_gradient(x), tf.reduce_mean(tf.cast(acceptance, x_init.dtype))
         num_steps = tf.constant(self.num_steps if num_steps is None else num_steps, tf.int32)
         if tf.executing_eagerly():
             if self._compiled_loop is None:
                 self._compiled_loop = tf.function(self._loop)
-            return self._compiled_loop(energy, tf.convert_to_tensor(x_init), num_steps)
-        return self._loop(energy, x_init, num_steps)
+            return self._compiled_loop(energy, tf.convert_to_tensor(x_init), num_steps, seed)
+        return self._loop(energy, x_init, num_steps, seed)
 
-    def sample(self, energy, x_init, num_steps=None):
+    def sample(self, energy, x_init, num_steps=None, seed=None):
         """Runs `num_steps` (default `self.num_steps`) transitions from `x_init`."""
-        return self.sample_with_info(energy, x_init, num_steps)[0]
+        return self.sample_with_info(energy, x_init, num_steps, seed)[0]
 
-    def __call__(self, energy, x_init, num_steps=None):
-        return self.sample(energy, x_init, num_steps)
+    def __call__(self, energy, x_init, num_steps=None, seed=None):
+        return self.sample(energy, x_init, num_steps, seed)
 
     def get_config(self):
         return {"num_steps": self.num_steps}

@@ -159,6 +159,22 @@ def test_resumed_pcd_epoch_program_equals_an_uninterrupted_run(train_module, tmp
     assert int(b.optimizer.iterations) == int(a.optimizer.iterations) == 4 * 5
 
 
+@pytest.mark.parametrize("extra", [[], ["--dataset=toy:rings", "--sampler=langevin",
+                                          "--toy_train_samples=400", "--toy_test_samples=100",
+                                          "--grid_size=20", "--reinit_fraction=0.05"]])
+def test_resumed_pcd_draws_the_same_mcmc_noise_as_an_uninterrupted_run(train_module, tmp_path,
+                                                                         capsys, extra):
+    # Without --epoch_program: the Gibbs / Langevin noise and the buffer's draws of update t
+    # come from the stateless seed (seed, t), and t is the optimizer's (checkpointed) count.
+    tf.config.experimental.enable_op_determinism()
+    a, b = _uninterrupted_and_resumed(train_module, [*EBM_ARGS, *extra], tmp_path, capsys)
+    assert any("chains" in w.path for w in a.weights)
+    for wa, wb in zip(a.weights, b.weights):
+        np.testing.assert_allclose(np.asarray(wb), np.asarray(wa), rtol=1e-5, atol=1e-6,
+                                   err_msg=wa.path)
+    assert a.get_config()["seed"] == b.get_config()["seed"]
+
+
 class PoisonOnce(keras.callbacks.Callback):
     """Writes NaN into the first weight at the start of `epoch`, once per process."""
 

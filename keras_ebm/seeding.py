@@ -1,0 +1,31 @@
+"""Random draws that are either stateless (a function of a seed) or from TF's global RNG.
+
+Samplers, replay buffers and methods take `seed=None` (draw from TensorFlow's
+global generator) or a stateless seed, a [2] integer tensor. A method derives
+its seed from its own seed and its optimizer's step counter, which checkpoints
+carry, so a run resumed after a kill draws the same noise as an uninterrupted
+one. TensorFlow-only (tf.random's stateless ops).
+"""
+
+import tensorflow as tf
+
+
+def fold_seed(seed, index):
+    """The seed of sub-draw `index` of a stateless seed (None stays None: stateful draws)."""
+    if seed is None:
+        return None
+    return tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int64), index)
+
+
+def random_uniform(shape, seed=None, dtype="float32", minval=0.0, maxval=1.0):
+    """U(minval, maxval): stateless from `seed` ([2] ints) when given, else TF's global RNG."""
+    if seed is None:
+        return tf.random.uniform(shape, minval, maxval, dtype=dtype)
+    return tf.random.stateless_uniform(shape, seed, minval, maxval, dtype=dtype)
+
+
+def random_normal(shape, seed=None, dtype="float32"):
+    """N(0, 1): stateless from `seed` ([2] ints) when given, else TF's global RNG."""
+    if seed is None:
+        return tf.random.normal(shape, dtype=dtype)
+    return tf.random.stateless_normal(shape, seed, dtype=dtype)
