@@ -45,6 +45,7 @@ outside that range gets one warning at import.
 """
 
 import collections
+import contextlib
 import importlib
 import os
 import re
@@ -206,7 +207,7 @@ def _keras_entries(model):
             return {}  # what the object saves is dropped
 
         def close(self):
-            pass
+            return None  # nothing was opened
 
     recorder = Recorder()
     _saving_lib._save_state(model, weights_store=recorder, assets_store=None, inner_path="",
@@ -398,10 +399,8 @@ def keep_error_message(error_class):
     Fallback (the attribute cannot be set): nothing; the message then carries
     Keras's call information too. Returns `error_class`.
     """
-    try:
+    with contextlib.suppress(AttributeError, TypeError):  # an immutable class: no flag
         error_class._keras_call_info_injected = True
-    except (AttributeError, TypeError):  # pragma: no cover - an immutable class
-        pass
     return error_class
 
 

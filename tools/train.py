@@ -90,8 +90,8 @@ EXTRA_CALLBACKS = []  # appended to every fit (tests simulate crashes with it)
 SSL_ONLY = ("backbone", "temperature", "queue_size", "projection_dim", "num_negatives")
 
 
-class UsageError(Exception):  # bad input: one line, exit status 2
-    pass
+class UsageError(Exception):
+    """Bad input: one line, exit status 2."""
 
 
 def fail(message, status=2):

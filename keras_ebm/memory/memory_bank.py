@@ -1,6 +1,5 @@
 """A memory bank: one slowly moving, L2-normalised embedding per training image (PIRL)."""
 
-import random
 
 import keras
 import tensorflow as tf
@@ -8,22 +7,8 @@ from keras import ops
 
 from keras_ebm import distribute
 from keras_ebm.layers.cosine_energy import normalize
-
-
-def _random_unit_rows(seed):
-    """An initializer of random unit rows, the same for the same integer `seed`."""
-
-    def initializer(shape, dtype=None):
-        return normalize(keras.random.normal(shape, dtype="float32", seed=seed))
-
-    return initializer
-
-
-def _initial_seed(seed):
-    """`seed`, or when None one drawn from Python's `random` (which
-    `keras.utils.set_random_seed` seeds on every Keras version, unlike Keras's
-    own global generator before 3.13)."""
-    return random.randint(0, 2**31 - 1) if seed is None else int(seed)
+from keras_ebm.memory.queue import initial_seed
+from keras_ebm.memory.queue import random_unit_rows
 
 
 @keras.saving.register_keras_serializable(package="keras_ebm")
@@ -91,7 +76,7 @@ class MemoryBank(keras.layers.Layer):
         self.momentum = float(momentum)
         self.seed = seed
         self.entries = self.add_weight(shape=(self.num_entries, self.dim),
-                                       initializer=_random_unit_rows(_initial_seed(seed)),
+                                       initializer=random_unit_rows(initial_seed(seed)),
                                        trainable=False,
                                        name="entries", aggregation="only_first_replica")
         self.num_updates = self.add_weight(shape=(), initializer="zeros", dtype="int64",

@@ -9,8 +9,8 @@ from keras_ebm import distribute
 from keras_ebm.layers.cosine_energy import normalize
 
 
-def _random_unit_rows(seed):
-    """An initializer of random unit rows, the same for the same integer `seed`."""
+def random_unit_rows(seed):
+    """An initializer of random unit rows, the same for the same integer `seed` (queues, banks)."""
 
     def initializer(shape, dtype=None):
         return normalize(keras.random.normal(shape, dtype="float32", seed=seed))
@@ -18,7 +18,7 @@ def _random_unit_rows(seed):
     return initializer
 
 
-def _initial_seed(seed):
+def initial_seed(seed):
     """`seed`, or when None one drawn from Python's `random` (which
     `keras.utils.set_random_seed` seeds on every Keras version, unlike Keras's
     own global generator before 3.13)."""
@@ -82,7 +82,7 @@ class Queue(keras.layers.Layer):
         self.dim = int(dim)
         self.seed = None if seed is None else int(seed)
         self.keys = self.add_weight(shape=(self.size, self.dim),
-                                    initializer=_random_unit_rows(_initial_seed(self.seed)),
+                                    initializer=random_unit_rows(initial_seed(self.seed)),
                                     trainable=False, aggregation="only_first_replica",
                                     name="keys")
         self.pointer = self.add_weight(shape=(), initializer="zeros", dtype="int64",
