@@ -80,5 +80,5 @@ def test_versions_increase_and_no_staging_folder_is_left(tmp_path):
     base = str(tmp_path / "export")
     assert next_version(base) == 1
     export_encoder(base, encoder, (8, 8, 1))
-    export_encoder(base, encoder, (8, 8, 1))
+    export_encoder(base, encoder, (8, 8, 1), skip_unchanged=False)  # unchanged: skipped by default
     assert sorted(os.listdir(base)) == ["1", "2"]
