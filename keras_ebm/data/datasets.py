@@ -12,11 +12,20 @@ shape `[N, H, W, C]` and int64 labels, whatever the source:
 
 Every bad input raises `DataError` with a one-line message naming the
 dataset spec or the offending file.
+
+Image folders are treated as untrusted input: only regular files are read
+(dotfiles such as macOS's `._x.png`, FIFOs, devices, sockets and folders named
+like images are skipped), each file's size and its width x height are checked
+from the header before anything is decoded (`max_image_pixels`), and
+`max_train_examples` is applied before decoding, so a large folder or split
+costs only what is kept.
 """
 
 import dataclasses
 import os
 import re
+import stat
+import struct
 
 import numpy as np
 import tensorflow as tf
@@ -26,6 +35,17 @@ _ACCEPTED_SPECS = (
     "or 'folder:PATH' (one sub-folder of images per class)"
 )
 _IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+
+# The largest image (width x height, summed over the frames of an animation)
+# that `load` decodes by default: 4096 x 4096 = 16,777,216 pixels, 64 MiB as
+# uint8 RGBA and 256 MiB as the float32 RGBA it becomes. That is far above the
+# sizes one trains these models on, yet low enough that a decompression bomb
+# (a 20000 x 20000 PNG of zeros is ~400 KB on disk and 1.6 GB as float32)
+# cannot exhaust memory. Raise it with `load(..., max_image_pixels=N)` (or
+# `--max_image_pixels=N`), or pass `None` to turn the check off.
+DEFAULT_MAX_IMAGE_PIXELS = 4096 * 4096
+_KNOWN_FORMATS = "PNG, JPEG, GIF, BMP or WebP"
+_MAX_HEADER_STEPS = 1 << 16  # JPEG segments, GIF blocks or WebP chunks walked
 
 
 class DataError(ValueError):
@@ -213,19 +233,31 @@ class ImageDataset:
         return dataset.prefetch(tf.data.AUTOTUNE)
 
 
-def _split(x, y, seed=0):
-    """70/30 split, stratified when every class has at least 2 examples."""
+def _split_indices(y, seed=0):
+    """Train and test indices of a 70/30 split of the labels `y`.
+
+    Stratified when every class has at least 2 examples. The split depends
+    only on the labels and the seed, never on the images, so a folder can be
+    split into file lists before anything is decoded.
+    """
     from sklearn.model_selection import train_test_split
 
+    indices = np.arange(len(y))
     _, counts = np.unique(y, return_counts=True)
     stratify = y if counts.min() >= 2 and len(counts) > 1 else None
     try:
         return train_test_split(
-            x, y, test_size=0.3, random_state=seed, stratify=stratify
+            indices, test_size=0.3, random_state=seed, stratify=stratify
         )
     except ValueError:
         # Too few examples per class for a stratified test split.
-        return train_test_split(x, y, test_size=0.3, random_state=seed)
+        return train_test_split(indices, test_size=0.3, random_state=seed)
+
+
+def _split(x, y, seed=0):
+    """70/30 split of arrays, stratified when every class has 2+ examples."""
+    train, test = _split_indices(y, seed)
+    return x[train], x[test], y[train], y[test]
 
 
 def _load_digits():
@@ -283,7 +315,7 @@ def _images_to_float(images, spec, size):
     return np.clip(np.stack(converted), 0.0, 1.0)
 
 
-def _load_tfds(spec, name, data_dir, size):
+def _load_tfds(spec, name, data_dir, size, max_train_examples=None):
     import tensorflow_datasets as tfds
 
     if not name:
@@ -319,6 +351,11 @@ def _load_tfds(spec, name, data_dir, size):
             break
         except Exception:
             continue
+    if test is not None and max_train_examples is not None:
+        # Stop reading, and decoding, after the examples kept. (A `train[:N]`
+        # split would pick other examples: TFDS interleaves its shards.)
+        # Without a test split the whole train split is needed to cut one.
+        train = train.take(max_train_examples)
     x_train, y_train = _to_numpy(train)
     if not x_train:
         raise DataError(f"{spec}: the train split is empty")
@@ -342,9 +379,232 @@ def _load_tfds(spec, name, data_dir, size):
     )
 
 
-def _decode_file(path):
+class _BadHeader(Exception):
+    """The start of a file is not an image header that can be read."""
+
+
+def _read_exact(f, count):
+    data = f.read(count)
+    if len(data) != count:
+        raise _BadHeader("truncated")
+    return data
+
+
+def _skip_gif_sub_blocks(f, steps):
+    """Skips data sub-blocks up to the 0 terminator; returns the steps left."""
+    while steps > 0:
+        steps -= 1
+        (length,) = _read_exact(f, 1)
+        if length == 0:
+            return steps
+        f.seek(length, os.SEEK_CUR)
+    raise _BadHeader("too many blocks")
+
+
+def _gif_size(f, head):
+    """Canvas size and the pixels giflib allocates: every frame is decoded."""
+    width, height, flags = struct.unpack("<HHB", head[6:11])
+    f.seek(13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 13))
+    frames, frame_pixels, steps = 0, 0, _MAX_HEADER_STEPS * 16
     try:
-        with open(path, "rb") as f:
+        while steps > 0:
+            steps -= 1
+            block = f.read(1)
+            if block == b",":  # image descriptor
+                _, _, w, h, flags = struct.unpack("<HHHHB", _read_exact(f, 9))
+                frames += 1
+                frame_pixels += w * h
+                if flags & 0x80:  # local color table
+                    f.seek(3 << ((flags & 7) + 1), os.SEEK_CUR)
+                _read_exact(f, 1)  # LZW minimum code size
+                steps = _skip_gif_sub_blocks(f, steps)
+            elif block == b"!":  # extension: label, then sub-blocks
+                _read_exact(f, 1)
+                steps = _skip_gif_sub_blocks(f, steps)
+            else:  # trailer, end of file, or bytes where giflib stops too
+                break
+        else:
+            raise _BadHeader("too many blocks")
+    except _BadHeader as bad:
+        if str(bad) != "truncated":
+            raise
+    return width, height, max(width * height, frame_pixels), max(frames, 1)
+
+
+def _jpeg_size(f):
+    """Width and height from the frame header (SOFn), walking the segments."""
+    f.seek(2)
+    for _ in range(_MAX_HEADER_STEPS):
+        if _read_exact(f, 1) != b"\xff":
+            raise _BadHeader("no marker where a segment should start")
+        marker = 0xFF
+        while marker == 0xFF:  # fill bytes
+            (marker,) = _read_exact(f, 1)
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:
+            continue  # TEM, RSTn, SOI: markers without a length
+        if marker in (0xD9, 0xDA):  # EOI, SOS
+            raise _BadHeader("no frame header before the image data")
+        (length,) = struct.unpack(">H", _read_exact(f, 2))
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            if length < 8:
+                raise _BadHeader(f"frame header of {length} bytes")
+            _, height, width = struct.unpack(">BHH", _read_exact(f, 5))
+            return width, height
+        if length < 2:
+            raise _BadHeader(f"segment of {length} bytes")
+        f.seek(length - 2, os.SEEK_CUR)
+    raise _BadHeader("too many segments before the frame header")
+
+
+def _webp_size(f, head):
+    """Canvas size, and the pixels of all frames of an animation."""
+    chunk = head[12:16]
+    if chunk == b"VP8X":
+        flags = head[20]
+        width = 1 + int.from_bytes(head[24:27], "little")
+        height = 1 + int.from_bytes(head[27:30], "little")
+        frames = 1
+        if flags & 0x02:  # animation: count the ANMF chunks
+            frames = 0
+            f.seek(30)
+            for _ in range(_MAX_HEADER_STEPS):
+                header = f.read(8)
+                if len(header) < 8:
+                    break
+                size = int.from_bytes(header[4:], "little")
+                frames += header[:4] == b"ANMF"
+                f.seek(size + (size & 1), os.SEEK_CUR)
+            else:
+                raise _BadHeader("too many chunks")
+            frames = max(frames, 1)
+        return width, height, width * height * frames, frames
+    if chunk == b"VP8 ":
+        if head[23:26] != b"\x9d\x01\x2a":
+            raise _BadHeader("no VP8 start code")
+        width, height = struct.unpack("<HH", head[26:30])
+        width, height = width & 0x3FFF, height & 0x3FFF
+    elif chunk == b"VP8L":
+        if head[20] != 0x2F:
+            raise _BadHeader("no VP8L signature")
+        bits = int.from_bytes(head[21:25], "little")
+        width, height = (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    else:
+        raise _BadHeader(f"unknown first chunk {chunk!r}")
+    return width, height, width * height, 1
+
+
+def _read_image_header(f):
+    """Reads `(format, width, height, pixels, frames)` from an image's header.
+
+    Recognises the formats `tf.io.decode_image` decodes, by the same magic
+    bytes, and reads no more than the header: the first 32 bytes, and for
+    JPEG, GIF and animated WebP the segment, block or chunk headers.
+    `pixels` is what decoding allocates: width x height, or for animations
+    the total over the frames (TensorFlow's GIF decoder decodes every frame
+    even when it returns only the first).
+
+    Raises:
+        _BadHeader: with the reason, when the header cannot be read.
+    """
+    head = f.read(32)
+    if head.startswith(b"\xff\xd8\xff"):
+        fmt = "JPEG"
+    elif head.startswith(b"\x89PNG\r\n\x1a\n"):
+        fmt = "PNG"
+    elif head.startswith(b"GIF8"):
+        fmt = "GIF"
+    elif head.startswith(b"BM"):
+        fmt = "BMP"
+    elif head.startswith(b"RIFF") and head[8:12] == b"WEBP":
+        fmt = "WebP"
+    else:
+        raise _BadHeader(f"not a {_KNOWN_FORMATS} image")
+    minimum = {"JPEG": 3, "PNG": 24, "GIF": 13, "BMP": 26, "WebP": 30}[fmt]
+    try:
+        if len(head) < minimum:
+            raise _BadHeader("truncated")
+        if fmt == "PNG":
+            if head[12:16] != b"IHDR":
+                raise _BadHeader("no IHDR chunk")
+            width, height = struct.unpack(">II", head[16:24])
+            return fmt, width, height, width * height, 1
+        if fmt == "JPEG":
+            width, height = _jpeg_size(f)
+            return fmt, width, height, width * height, 1
+        if fmt == "GIF":
+            return (fmt,) + _gif_size(f, head)
+        if fmt == "BMP":
+            # Read as TensorFlow's decoder does: int32 width and height, a
+            # negative height meaning rows stored top-down.
+            width, height = (abs(v) for v in struct.unpack("<ii", head[18:26]))
+            return fmt, width, height, width * height, 1
+        return (fmt,) + _webp_size(f, head)
+    except _BadHeader as bad:
+        raise _BadHeader(f"corrupt {fmt} header ({bad})") from None
+
+
+def _max_file_bytes(max_image_pixels):
+    """The largest file read for a pixel cap: 8 bytes a pixel (16-bit RGBA
+    stored uncompressed) and 1 MiB of metadata."""
+    return 8 * max_image_pixels + (1 << 20)
+
+
+def _open_regular_file(path):
+    """Opens `path` for reading if it is a regular file; never blocks.
+
+    The open is non-blocking, so a FIFO or device put in place after the
+    folder was listed is refused instead of waiting for a writer.
+    """
+    nonblocking = getattr(os, "O_NONBLOCK", 0)
+    flags = os.O_RDONLY | nonblocking | getattr(os, "O_NOCTTY", 0)
+    try:
+        fd = os.open(path, flags | getattr(os, "O_BINARY", 0))
+    except OSError as error:
+        raise DataError(f"{path}: cannot be read ({error.strerror})") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise DataError(f"{path}: not a regular file")
+        if nonblocking:
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb"), info.st_size
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _decode_file(path, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS):
+    """Decodes one image file to an HWC uint8 array, checking it first.
+
+    With a `max_image_pixels` cap, the file's size and then the width and
+    height in its header are checked before the file is read in full or
+    decoded; `None` skips both checks.
+    """
+    f, size = _open_regular_file(path)
+    try:
+        with f:
+            if size == 0:
+                raise DataError(f"{path}: empty file (0 bytes)")
+            if max_image_pixels is not None:
+                limit = _max_file_bytes(max_image_pixels)
+                if size > limit:
+                    raise DataError(
+                        f"{path}: file of {size} bytes exceeds the {limit} bytes "
+                        f"allowed by max_image_pixels={max_image_pixels}; raise "
+                        "--max_image_pixels to load it"
+                    )
+                try:
+                    _, width, height, pixels, frames = _read_image_header(f)
+                except _BadHeader as bad:
+                    raise DataError(f"{path}: {bad}") from None
+                if pixels > max_image_pixels:
+                    in_frames = f" in {frames} frames" if frames > 1 else ""
+                    raise DataError(
+                        f"{path}: {width}x{height} image ({pixels} pixels{in_frames}) "
+                        f"exceeds max_image_pixels={max_image_pixels}; raise "
+                        "--max_image_pixels to load it"
+                    )
+                f.seek(0)
             contents = f.read()
     except OSError as error:
         raise DataError(f"{path}: cannot be read ({error.strerror})") from None
@@ -373,13 +633,45 @@ def _to_channels(image, channels):
     return image[..., :3]  # RGB or RGBA: drop alpha
 
 
-def _load_folder(spec, path, image_size):
+def _is_regular_file(entry):
+    """Whether a `DirEntry` is a regular file, following symbolic links."""
+    try:
+        return entry.is_file()  # S_ISREG: False for FIFOs, devices, sockets
+    except OSError:
+        return False
+
+
+def _list_images(spec, folder):
+    """Sorted names of the image files in `folder`.
+
+    Skips dotfiles (e.g. macOS's `._x.png` AppleDouble files) and whatever is
+    not a regular file once links are followed (FIFOs, devices, sockets,
+    folders named like images): opening a FIFO to read it blocks forever.
+    """
+    try:
+        with os.scandir(folder) as entries:
+            return sorted(
+                entry.name for entry in entries
+                if not entry.name.startswith(".")
+                and entry.name.lower().endswith(_IMAGE_EXTENSIONS)
+                and _is_regular_file(entry)
+            )
+    except OSError as error:
+        raise DataError(f"{spec}: cannot list {folder} ({error.strerror})") from None
+
+
+def _load_folder(spec, path, image_size, max_train_examples=None,
+                 max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS):
     if not path:
         raise DataError(f"{spec}: missing folder path, e.g. 'folder:/data/pets'")
     if not os.path.isdir(path):
         raise DataError(f"{spec}: {path} is not a folder")
+    try:
+        entries = os.listdir(path)
+    except OSError as error:
+        raise DataError(f"{spec}: cannot list {path} ({error.strerror})") from None
     class_names = sorted(
-        entry for entry in os.listdir(path)
+        entry for entry in entries
         if os.path.isdir(os.path.join(path, entry)) and not entry.startswith(".")
     )
     if not class_names:
@@ -390,16 +682,24 @@ def _load_folder(spec, path, image_size):
     files, labels = [], []
     for label, class_name in enumerate(class_names):
         class_dir = os.path.join(path, class_name)
-        for filename in sorted(os.listdir(class_dir)):
-            if filename.lower().endswith(_IMAGE_EXTENSIONS):
-                files.append(os.path.join(class_dir, filename))
-                labels.append(label)
+        for filename in _list_images(spec, class_dir):
+            files.append(os.path.join(class_dir, filename))
+            labels.append(label)
     if not files:
         raise DataError(
             f"{spec}: no images ({', '.join(_IMAGE_EXTENSIONS)}) in the class "
             f"folders of {path}"
         )
-    images = [_decode_file(file) for file in files]
+    y = np.asarray(labels, dtype=np.int64)
+    if len(y) < 2:
+        raise DataError(f"{spec}: need at least 2 images to split, found {len(y)}")
+    # Split the file list, then decode only the files kept, in file order.
+    train, test = _split_indices(y)
+    if max_train_examples is not None:
+        train = train[:max_train_examples]
+    kept = np.sort(np.concatenate([train, test]))
+    files = [files[i] for i in kept]
+    images = [_decode_file(file, max_image_pixels) for file in files]
     channels = 3 if any(image.shape[-1] >= 3 for image in images) else 1
     images = [_to_channels(image, channels) for image in images]
     if image_size is None:
@@ -422,12 +722,11 @@ def _load_folder(spec, path, image_size):
             ]
         )
         x = np.clip(x, 0.0, 1.0)
-    y = np.asarray(labels, dtype=np.int64)
-    if len(y) < 2:
-        raise DataError(f"{spec}: need at least 2 images to split, found {len(y)}")
-    x_train, x_test, y_train, y_test = _split(x, y)
+    del images
+    rows_train = np.searchsorted(kept, train)
+    rows_test = np.searchsorted(kept, test)
     return ImageDataset.from_arrays(
-        spec, x_train, y_train, x_test, y_test,
+        spec, x[rows_train], y[train], x[rows_test], y[test],
         num_classes=len(class_names), class_names=class_names,
     )
 
@@ -461,7 +760,16 @@ def _resize(images, size):
     return np.clip(np.concatenate(resized), 0.0, 1.0).astype(np.float32)
 
 
-def load(spec, data_dir=None, image_size=None, max_train_examples=None):
+def _check_positive_int(spec, name, value):
+    if value is None:
+        return
+    is_int = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+    if not is_int or value < 1:
+        raise DataError(f"{spec}: {name} must be a positive integer or None, got {value!r}")
+
+
+def load(spec, data_dir=None, image_size=None, max_train_examples=None,
+         max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS):
     """Loads an image dataset from a spec string.
 
     Args:
@@ -472,13 +780,29 @@ def load(spec, data_dir=None, image_size=None, max_train_examples=None):
             (bilinear, antialiased). Required for folders of mixed sizes.
             Defaults to `None` (keep the size).
         max_train_examples: Integer; keeps only the first examples of the
-            train split. Defaults to `None` (keep all).
+            train split, and decodes no others: a folder is split into train
+            and test file lists first (the same split as without the limit),
+            a TFDS train split is read only that far (unless the dataset has
+            no test split, when the whole train split is read to cut one).
+            Defaults to `None` (keep all).
+        max_image_pixels: Integer, the largest width x height (summed over
+            the frames of an animated GIF or WebP) of an image read from a
+            folder, checked from the file's header before it is decoded; files
+            over `8 * max_image_pixels + 1 MiB` bytes are refused unread. The
+            default, `DEFAULT_MAX_IMAGE_PIXELS` = 4096 x 4096 (16,777,216),
+            is far above the sizes these models train on, yet stops
+            decompression bombs: a 20000 x 20000 PNG of ~400 KB would decode
+            to 400 MB and become 1.6 GB of float32. Pass a larger value
+            (`--max_image_pixels` in tools/train.py) to load larger images,
+            or `None` to skip the checks. TFDS images are not checked.
 
     Returns:
         An `ImageDataset`.
 
     Raises:
-        DataError: with a one-line message naming the spec or the file.
+        DataError: with a one-line message naming the spec or the file, e.g.
+            `"<file>: 20000x20000 image (400000000 pixels) exceeds
+            max_image_pixels=16777216; raise --max_image_pixels to load it"`.
 
     Example:
 
@@ -489,21 +813,22 @@ def load(spec, data_dir=None, image_size=None, max_train_examples=None):
     if not isinstance(spec, str):
         raise DataError(f"{spec!r}: dataset spec must be a string: {_ACCEPTED_SPECS}")
     size = _image_size_pair(image_size, spec)
+    _check_positive_int(spec, "max_train_examples", max_train_examples)
+    _check_positive_int(spec, "max_image_pixels", max_image_pixels)
+    if max_train_examples is not None:
+        max_train_examples = int(max_train_examples)
+    if max_image_pixels is not None:
+        max_image_pixels = int(max_image_pixels)
     kind, _, rest = spec.partition(":")
     if spec == "digits":
         data = _load_digits()
     elif kind == "tfds":
-        data = _load_tfds(spec, rest, data_dir, size)
+        data = _load_tfds(spec, rest, data_dir, size, max_train_examples)
     elif kind == "folder":
-        data = _load_folder(spec, rest, size)
+        data = _load_folder(spec, rest, size, max_train_examples, max_image_pixels)
     else:
         raise DataError(f"{spec!r}: unknown dataset; use {_ACCEPTED_SPECS}")
-    if max_train_examples is not None:
-        if max_train_examples < 1:
-            raise DataError(
-                f"{spec}: max_train_examples must be positive, got "
-                f"{max_train_examples}"
-            )
+    if max_train_examples is not None:  # the loaders above already cut theirs
         data.x_train = data.x_train[:max_train_examples]
         data.y_train = data.y_train[:max_train_examples]
     if size is not None:
