@@ -1,19 +1,16 @@
 """Training guards and checkpoints: non-finite detection, resumable backups with k snapshots,
 and an epoch-frequency TensorBoard callback."""
 
-import json
 import logging
 import os
-import re
 import shutil
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_ebm import checkpoints
 from keras_ebm import keras_compat
-
-_SNAPSHOT = re.compile(r"epoch-\d{5}\.weights\.h5")
 
 
 class NonFiniteError(FloatingPointError):
@@ -159,42 +156,56 @@ class EpochTensorBoard(keras.callbacks.TensorBoard):
 
 
 def checkpoint_epoch(backup_dir):
-    """The epoch a rerun resumes from: the last one the backup in `backup_dir` saved (0 if none)."""
-    return _saved_epoch(os.path.join(backup_dir, "training_metadata.json"))
+    """The epochs done by the checkpoint a rerun resumes from in `backup_dir` (0 if none)."""
+    return checkpoints.checkpoint_position(backup_dir)[0]
 
 
-def _saved_epoch(metadata_path):
-    try:
-        with open(metadata_path) as f:
-            return int(json.load(f)["epoch"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return 0
+class Preempted(Exception):
+    """Raised by `ResumableBackup` after it saved the step at which a stop was requested.
+
+    Attributes: epoch (epochs done), step (steps done in the next epoch).
+    """
+
+    def __init__(self, epoch, step):
+        self.epoch, self.step = epoch, step
+        super().__init__(f"preempted: saved the checkpoint at epoch {epoch}, step {step}")
 
 
-class ResumableBackup(keras.callbacks.BackupAndRestore):
-    """`keras.callbacks.BackupAndRestore` that says when it resumes a run and keeps k snapshots.
+class ResumableBackup(keras.callbacks.Callback):
+    """Saves every piece of training state each epoch; a rerun resumes from it.
 
     Every epoch it saves all of the model's variables (weights, batch-norm
     statistics, queues, memory banks, persistent chains, momentum encoders,
-    random-generator states) and the optimizer's, with a copy of the previous
-    save in case a crash corrupts the newest. Each file is written under a
-    temporary name and renamed into place. The weights file is the one
-    `model.save_weights` writes (`model.load_weights` reads it), written
-    without Keras's per-call walk of the model, which leaks native memory
-    over long runs. A rerun of the same command loads them and continues
-    from the next epoch, printing "Resuming from epoch N ...".
+    random-generator states) and the optimizer's, as one checkpoint file that
+    carries its own record (epoch, step, fingerprint, variables: see
+    `keras_ebm.checkpoints`), fsynced and renamed into place: the rename is
+    the one commit point. The previous file is kept as
+    `previous.weights.h5`, so a checkpoint damaged after the fact falls back
+    to the one before. The weights file is the one `model.save_weights`
+    writes (`model.load_weights` reads it), written without Keras's per-call
+    walk of the model, which leaks native memory over long runs.
+
+    On `on_train_begin` it restores the newest checkpoint that reads back
+    whole (or the one chosen beforehand by `keras_ebm.training.fit`) and
+    prints "Resuming from epoch N ...". Used alone in `model.fit`, it makes
+    Keras start at the restored epoch.
+
+    `request_stop()` (e.g. from a SIGTERM handler) makes it save at the end
+    of the current step and raise `Preempted`; the rerun resumes mid-epoch
+    when its data skip the steps done (`keras_ebm.training.fit` does).
 
     With `keep_checkpoints=k > 0` it also keeps a snapshot of each of the k
     newest epochs, `epoch-NNNNN.weights.h5` (the state after epoch N), and
-    deletes older ones, so the folder stays bounded over any number of
-    epochs: at most k + 2 weight files.
+    deletes older ones: at most k + 2 weight files.
 
     Args:
-        backup_dir: folder of the backup (inside the run's workdir).
+        backup_dir: folder of the checkpoints (inside the run's workdir).
         keep_checkpoints: int >= 0, per-epoch snapshots kept. Defaults to 0.
-        **kwargs: `keras.callbacks.BackupAndRestore` arguments; by default the
-            backup is kept when training ends (`delete_checkpoint=False`) and
-            double-checkpointed.
+        fingerprint: dict of the settings that shape the state; a checkpoint
+            written with other values is refused (`CheckpointMismatch`).
+        settings: dict of other settings, recorded; differences are warned about.
+        steps_per_epoch: int or None, recorded with each save.
+        save: bool, write checkpoints (False on non-chief workers). Defaults to True.
 
     Example:
 
@@ -203,78 +214,119 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
     >>> backup.snapshots()   # the 3 newest epochs' files
     """
 
-    def __init__(self, backup_dir, keep_checkpoints=0, **kwargs):
-        kwargs.setdefault("delete_checkpoint", False)
-        kwargs.setdefault("double_checkpoint", True)
-        super().__init__(backup_dir, **kwargs)
+    def __init__(self, backup_dir, keep_checkpoints=0, fingerprint=None, settings=None,
+                 steps_per_epoch=None, save=True):
+        super().__init__()
         if int(keep_checkpoints) < 0:
             raise ValueError(f"keep_checkpoints must be >= 0, got {keep_checkpoints}")
+        self.backup_dir = os.fspath(backup_dir)
         self.keep_checkpoints = int(keep_checkpoints)
+        self.fingerprint = dict(fingerprint or {})
+        self.settings = dict(settings or {})
+        self.steps_per_epoch = steps_per_epoch
+        self.save = bool(save)
         self.resumed_epoch = 0
+        self.resumed_step = 0
+        self.step_offset = 0  # steps of the current epoch done before this fit call
+        self.stop_requested = False
+        self._restore = "auto"  # or (path, record) chosen beforehand, or None
         self._writer = None
-        self._epoch = 0  # what the next save records: epochs done, last batch seen
-        self._batch = 0
-        self._batches_since_save = 0
+        self._epoch = 0
+
+    def select(self, warn=None):
+        """Chooses the checkpoint to restore and checks it against this run.
+
+        Returns `(path, record, warnings)` (`(None, None, [])` if there is
+        none); the next `on_train_begin` restores that file.
+
+        Raises:
+            CheckpointMismatch: the checkpoint was written by another model
+                or with another state-shaping setting.
+        """
+        path, record = checkpoints.select_checkpoint(self.backup_dir, warn=warn)
+        warnings = []
+        if path is not None:
+            warnings = checkpoints.check_fingerprint(
+                record, path, self.fingerprint, self.settings,
+                checkpoints.variable_shapes(self.model) if self.model is not None else None)
+        self._restore = (path, record) if path is not None else None
+        return path, record, warnings
+
+    def request_stop(self):
+        """Save at the end of the current step and raise `Preempted` (safe in a signal handler)."""
+        self.stop_requested = True
 
     def on_train_begin(self, logs=None):
-        super().on_train_begin(logs)  # Keras loads the backup, if there is one
-        self.resumed_epoch = _saved_epoch(keras_compat.backup_paths(self)[1])
-        if self.resumed_epoch:
-            print(f"Resuming from epoch {self.resumed_epoch} (checkpoint in {self.backup_dir})",
-                  flush=True)
+        if self._restore == "auto":
+            self.select()
+            if self._restore is not None:
+                keras_compat.set_initial_epoch(self.model, int(self._restore[1]["epoch"]))
+        if self._restore is None:
+            return
+        path, record = self._restore
+        self._restore = None
+        optimizer = getattr(self.model, "optimizer", None)
+        if optimizer is not None and not optimizer.built:
+            optimizer.build(self.model.trainable_variables)  # its slots must exist to load
+        self.model.load_weights(path)
+        self.resumed_epoch, self.resumed_step = int(record["epoch"]), int(record["step"])
+        where = f"epoch {self.resumed_epoch}" + (
+            f", step {self.resumed_step}" if self.resumed_step else "")
+        print(f"Resuming from {where} (checkpoint {path})", flush=True)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if not self.stop_requested:
+            return
+        step = self.step_offset + batch + 1
+        if self.params.get("steps") and batch + 1 >= self.params["steps"]:
+            return  # the epoch's last step: on_epoch_end saves it and stops
+        self._save(self._epoch, step)
+        raise Preempted(self._epoch, step)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.step_offset = 0
+        self._save(epoch + 1, 0)
+        if self.stop_requested:
+            raise Preempted(epoch + 1, 0)
 
     def snapshots(self):
         """Paths of the kept per-epoch snapshots, oldest first."""
-        if not os.path.isdir(self.backup_dir):
-            return []
-        names = sorted(n for n in os.listdir(self.backup_dir) if _SNAPSHOT.fullmatch(n))
-        return [os.path.join(self.backup_dir, n) for n in names]
+        return sorted(p for p in checkpoints.candidates(self.backup_dir)
+                      if checkpoints.SNAPSHOT.fullmatch(os.path.basename(p)))
 
-    # Keras's BackupAndRestore saves from these two hooks (through its private
-    # `_save_model`); this callback saves from them through `_save_backup`.
-    def on_epoch_end(self, epoch, logs=None):
-        self._epoch, self._batch = epoch + 1, 0
-        if self.save_freq == "epoch":
-            self._save_backup()
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self.save_freq == "epoch":
+    def _save(self, epoch, step):
+        if not self.save:
             return
-        # Keras's count, which allows steps_per_execution > 1.
-        self._batches_since_save += batch + 1 if batch <= self._batch else batch - self._batch
-        self._batch = batch
-        if self._batches_since_save >= self.save_freq:
-            self._batches_since_save = 0
-            self._save_backup()
-
-    def _save_backup(self):
-        # What Keras's BackupAndRestore saves, in the files it loads, with two changes:
-        # the files are written to a temporary name and renamed into place, and the
-        # weights go through `keras_compat.weights_file_writer` instead of
-        # `model.save_weights` (which grows the process's native memory by about
-        # 70 KiB per call between train steps: docs/resume.md, "Soak").
-        weights_path, metadata_path = keras_compat.backup_paths(self)
         os.makedirs(self.backup_dir, exist_ok=True)
-        if self.double_checkpoint:
-            for path in (weights_path, metadata_path):
-                if os.path.exists(path):
-                    shutil.copyfile(path, path + ".tmp")
-                    os.replace(path + ".tmp", path + ".bkp")
         if self._writer is None or self._writer.model is not self.model:
             self._writer = keras_compat.weights_file_writer(self.model)
-        self._writer.write(weights_path + ".tmp")
-        with open(metadata_path + ".tmp", "w") as f:
-            f.write(json.dumps({"epoch": self._epoch, "batch": self._batch}))
-        os.replace(weights_path + ".tmp", weights_path)
-        os.replace(metadata_path + ".tmp", metadata_path)
-        if not self.keep_checkpoints:
+        latest = os.path.join(self.backup_dir, checkpoints.LATEST)
+        record = {"epoch": epoch, "step": step, "steps_per_epoch": self.steps_per_epoch,
+                  "fingerprint": self.fingerprint, "settings": self.settings,
+                  "variables": checkpoints.variable_shapes(self.model),
+                  "keras_ebm_version": _version()}
+        staging = checkpoints.prepare_checkpoint(self._writer, checkpoints.staging_name(latest),
+                                                 record)
+        if os.path.exists(latest):  # keep the previous checkpoint: fallback if latest is damaged
+            os.replace(latest, os.path.join(self.backup_dir, checkpoints.PREVIOUS))
+        checkpoints.commit(staging, latest)  # the commit point: this file says where it stands
+        if not self.keep_checkpoints or step:
             return
-        snapshot = os.path.join(self.backup_dir, f"epoch-{self._epoch:05d}.weights.h5")
-        staging = snapshot + ".tmp"
-        shutil.copyfile(weights_path, staging)
-        os.replace(staging, snapshot)  # a kill never leaves a half-written snapshot
+        snapshot = os.path.join(self.backup_dir, f"epoch-{epoch:05d}.weights.h5")
+        staging = checkpoints.staging_name(snapshot)
+        shutil.copyfile(latest, staging)
+        checkpoints.commit(staging, snapshot)  # a kill never leaves a half-written snapshot
         for old in self.snapshots()[:-self.keep_checkpoints]:
             os.remove(old)
+
+
+def _version():
+    from keras_ebm import __version__
+
+    return __version__
 
 
 _WeightsFileWriter = keras_compat.weights_file_writer  # the backup's writer (tests use it)

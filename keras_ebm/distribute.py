@@ -36,7 +36,7 @@ from keras_ebm import keras_compat
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 
 
-def get_strategy(name="default", devices=None, tpu=None):
+def get_strategy(name="default", devices=None, tpu=None, collective_timeout=None):
     """Returns a `tf.distribute.Strategy` from its name.
 
     - `"default"`: the default (no-op) strategy, one device.
@@ -58,6 +58,9 @@ def get_strategy(name="default", devices=None, tpu=None):
         devices: optional list of device names for `"mirrored"`.
         tpu: optional TPU name or address for `"tpu"` (`""` or None: the local
             TPU, or the one named by the `TPU_NAME` environment variable).
+        collective_timeout: seconds, `"multi_worker"` only: a collective that
+            waits longer for a peer (a lost worker) fails with
+            `DeadlineExceededError` instead of hanging. Default None (no limit).
 
     Returns:
         A `tf.distribute.Strategy`. Build the model and compile it inside
@@ -88,7 +91,9 @@ def get_strategy(name="default", devices=None, tpu=None):
             raise ValueError(f"TF_CONFIG is not valid JSON: {error}") from None
         if "cluster" not in parsed or "task" not in parsed:
             raise ValueError("TF_CONFIG needs both 'cluster' and 'task' entries")
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        options = tf.distribute.experimental.CommunicationOptions(
+            timeout_seconds=collective_timeout) if collective_timeout else None
+        return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
     if name == "tpu":
         # NOTE: untested here (no TPU); the recipe of the TensorFlow TPU guide.
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or "")

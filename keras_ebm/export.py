@@ -45,9 +45,10 @@ def next_version(export_base):
 
 
 def check_export_dir(export_base):
-    """Checks, before training, that `export_base` can be created and written.
+    """Checks, before training, that `export_base` can be created and written; writes nothing.
 
-    Creates the folder if absent, then writes and deletes a hidden probe file.
+    An existing folder gets a probe file written and deleted; a missing one
+    needs its nearest existing parent to be a folder this process can write.
 
     Returns:
         `export_base`.
@@ -60,13 +61,18 @@ def check_export_dir(export_base):
     if os.path.exists(export_base) and not os.path.isdir(export_base):
         raise ValueError(f"{export_base} cannot be written: it is a file")
     try:
-        os.makedirs(export_base, exist_ok=True)
-        handle, probe = tempfile.mkstemp(prefix=".keras_ebm-probe-", dir=export_base)
-        try:
-            os.write(handle, b"probe")
-        finally:
+        if os.path.isdir(export_base):
+            handle, probe = tempfile.mkstemp(prefix=".keras_ebm-probe-", dir=export_base)
             os.close(handle)
             os.remove(probe)
+            return export_base
+        parent = os.path.dirname(os.path.abspath(export_base))
+        while not os.path.exists(parent):
+            parent = os.path.dirname(parent)
+        if not os.path.isdir(parent):
+            raise ValueError(f"{export_base} cannot be written: {parent} is a file")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise ValueError(f"{export_base} cannot be written: Permission denied ({parent})")
     except OSError as error:
         reason = error.strerror or str(error)
         raise ValueError(f"{export_base} cannot be written: {reason}") from None

@@ -23,9 +23,10 @@ Each function, its private API, and its public fallback:
 - `multi_worker_mode`
   - private: `strategy.extended._in_multi_worker_mode()` (TensorFlow)
   - fallback: more than one chief or worker task in the strategy's cluster spec
-- `backup_paths`
-  - private: `BackupAndRestore._weights_path`, `._training_metadata_path`
-  - fallback: the file names Keras 3 uses in `backup_dir`
+- `set_initial_epoch`
+  - private: `Model._initial_epoch`, which Keras's `fit` reads after
+    `on_train_begin` (Keras's own `BackupAndRestore` sets it)
+  - fallback: none: `fit` starts at its `initial_epoch` argument
 - `keep_error_message`
   - private: the `_keras_call_info_injected` flag Keras's layer call reads on
     an error
@@ -341,19 +342,13 @@ def _public_flatten_layers(layer, include_self=True, recursive=True):
 
 
 # -- callbacks -------------------------------------------------------------------------
-def backup_paths(callback):
-    """`(weights_path, metadata_path)`: the files a `keras.callbacks.BackupAndRestore` reads.
+def set_initial_epoch(model, epoch):
+    """Makes the `model.fit` call now in `on_train_begin` start at `epoch`.
 
-    Private: the callback's `_weights_path` and `_training_metadata_path`.
-    Fallback: `latest.weights.h5` and `training_metadata.json` in its
-    `backup_dir`, the names Keras 3 uses.
+    Private: `Model._initial_epoch` (what Keras's `BackupAndRestore` sets).
+    Fallback: none (the attribute is then ignored by `fit`).
     """
-    weights = getattr(callback, "_weights_path", None)
-    metadata = getattr(callback, "_training_metadata_path", None)
-    if not isinstance(weights, str) or not isinstance(metadata, str):
-        weights = os.path.join(callback.backup_dir, "latest.weights.h5")
-        metadata = os.path.join(callback.backup_dir, "training_metadata.json")
-    return weights, metadata
+    model._initial_epoch = int(epoch)
 
 
 # -- tf.distribute ---------------------------------------------------------------------

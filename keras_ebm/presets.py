@@ -67,7 +67,8 @@ SAMPLING = {  # cd and pcd
 POSITIVE = ("epochs", "batch_size", "queue_size", "bn_splits", "projection_dim", "probe_draws",
             "num_negatives", "patch_dim", "steps_per_epoch", "max_train_examples", "image_size",
             "jigsaw_resize", "jigsaw_patch_size", "num_hidden", "mcmc_steps", "num_chains",
-            "grid_size", "toy_train_samples", "toy_test_samples", "max_rollbacks")
+            "grid_size", "toy_train_samples", "toy_test_samples", "max_rollbacks",
+            "max_image_pixels", "collective_timeout")
 RANGES = [(name, 0, None, False, False) for name in (
     "step_size", "noise_scale", "energy_l2", "grad_clip", "noise_ratio", "dae_noise_level",
     "proposal_scale", "reinit_fraction", "weight_decay", "warmup_epochs", "augment_strength")] + [
@@ -76,6 +77,26 @@ RANGES = [(name, 0, None, False, False) for name in (
     ("bank_momentum", 0, 1, False, True), ("loss_weight", 0, 1, False, False),
     ("crop_scale_min", 0, 1, True, False), ("blur_probability", 0, 1, False, False),
     ("grayscale_probability", 0, 1, False, False), ("rollback_lr_factor", 0, 1, True, True)]
+
+
+# Upper bounds of the settings that size memory (a typo of 10**9 chains fails at once,
+# with its name, instead of after an out-of-memory kill). Far above any published run.
+MAXIMA = {"batch_size": 65536, "queue_size": 2**20, "num_negatives": 2**20,
+          "projection_dim": 65536, "patch_dim": 65536, "num_hidden": 65536,
+          "num_chains": 10**6, "chains_per_step": 10**6, "mcmc_steps": 10**5,
+          "image_size": 4096, "jigsaw_resize": 4096, "jigsaw_patch_size": 4096,
+          "grid_size": 4000, "toy_train_samples": 10**7, "toy_test_samples": 10**7,
+          "steps_per_epoch": 10**8, "keep_checkpoints": 1000, "probe_draws": 1000,
+          "max_train_examples": 10**9, "max_image_pixels": 2**31}
+MAX_WIDTH = 65536  # each entry of projection_hidden_dims and energy_hidden_units
+# The settings that shape the training state: a checkpoint written with other values
+# cannot be resumed (keras_ebm.checkpoints.CheckpointMismatch names the setting).
+STATE_SETTINGS = ("method", "input_shape", "backbone", "projection_dim",
+                  "projection_hidden_dims", "projection_batch_norm", "queue_size", "bn_splits",
+                  "num_negatives", "patch_dim", "jigsaw_resize", "jigsaw_patch_size",
+                  "num_hidden", "energy_hidden_units", "spectral_normalization", "persistent",
+                  "num_chains", "optimizer", "batch_size", "seed")
+RUN_LENGTH = ("epochs", "jit_compile")  # neither shapes state nor changes the updates
 
 
 class SettingError(ValueError):
@@ -108,6 +129,13 @@ def check_settings(settings):
     for name in POSITIVE:
         if settings.get(name) is not None and settings[name] < 1:
             raise SettingError(f"{name}={settings[name]} must be >= 1")
+    for name, high in MAXIMA.items():
+        if settings.get(name) is not None and settings[name] > high:
+            raise SettingError(f"{name}={settings[name]} must be <= {high} (it sizes memory)")
+    for name in ("projection_hidden_dims", "energy_hidden_units"):
+        widths = [int(w) for w in settings.get(name) or () if str(w).strip().isdigit()]
+        if any(w > MAX_WIDTH for w in widths):
+            raise SettingError(f"{name} entries must be <= {MAX_WIDTH} (they size memory)")
     for name, low, high, low_open, high_open in RANGES:
         value = settings.get(name)
         if value is None:
@@ -144,6 +172,27 @@ def resolve(method, overrides):
         raise ValueError(f"{method} has no setting {', '.join(unknown)}")
     config.update({k: v for k, v in overrides.items() if v is not None})
     return config
+
+
+def fingerprint(method, config, example_shape):
+    """`(state, settings)`: what `keras_ebm.training.fit` writes into each checkpoint.
+
+    `state` holds the settings that shape the training state (`STATE_SETTINGS`:
+    method, input shape, backbone, queue and bank sizes, optimizer, ...); a
+    checkpoint written with other values is refused. `settings` holds the
+    others (learning rate, temperature, ...); a resume with other values is
+    warned about.
+
+    Example:
+
+    >>> state, settings = keras_ebm.presets.fingerprint("moco", config, (8, 8, 1))
+    >>> state["queue_size"], settings["temperature"]
+    (4096, 0.2)
+    """
+    values = {"method": method, "input_shape": list(example_shape), **config}
+    state = {k: values[k] for k in STATE_SETTINGS if k in values}
+    settings = {k: v for k, v in config.items() if k not in state and k not in RUN_LENGTH}
+    return state, settings
 
 
 def data_kind(x):

@@ -105,14 +105,10 @@ def test_public_track_variable_makes_the_same_weights_and_files(tmp_path, monkey
                                   np.asarray(private(images, training=True)))
 
 
-def test_multi_worker_mode_and_backup_paths_fallbacks(tmp_path):
+def test_multi_worker_mode_fallback():
     strategy = tf.distribute.get_strategy()
     assert keras_compat.multi_worker_mode(strategy) is False
     assert keras_compat._public_multi_worker_mode(strategy) is False
-    callback = ResumableBackup(str(tmp_path))
-    private = keras_compat.backup_paths(callback)
-    del callback._weights_path, callback._training_metadata_path
-    assert keras_compat.backup_paths(callback) == private
 
 
 def test_writer_falls_back_to_save_weights_when_its_walk_differs_from_keras(tmp_path, monkeypatch):
@@ -152,8 +148,7 @@ def test_backup_without_the_private_saving_api_writes_what_load_weights_reads(
     backup = ResumableBackup(str(tmp_path / "backup"), keep_checkpoints=1)
     model.fit(*_data(), epochs=2, verbose=0, callbacks=[backup])
     assert sorted(os.listdir(tmp_path / "backup")) == [
-        "epoch-00002.weights.h5", "latest.weights.h5", "latest.weights.h5.bkp",
-        "training_metadata.json", "training_metadata.json.bkp"]
+        "epoch-00002.weights.h5", "latest.weights.h5", "previous.weights.h5"]
     restored = _model()
     restored.optimizer.build(restored.trainable_variables)
     restored.load_weights(tmp_path / "backup" / "latest.weights.h5")

@@ -106,21 +106,26 @@ def epoch_program_data(model, x_train, config, flag_values):
         epochs=config["epochs"], steps_per_epoch=steps), 1)
 
 
-def export(model, export_dir, example_shape, ssl):
-    """Exports the encoder (SSL) or the energy (serving_default and energy) as a SavedModel."""
+def export(model, export_dir, example_shape, kind=None):
+    """Exports the encoder (kind None) or the energy (serving_default and energy) as a SavedModel.
+
+    The signature refuses inputs of another shape, non-finite values and, unless
+    `kind` is "toy" (points in [-4, 4]^2), values outside [0, 1].
+    """
     import tensorflow as tf
 
     from keras_ebm.export import export_encoder
     from keras_ebm.export import export_saved_model
 
-    if ssl:
+    if kind is None:
         return export_encoder(export_dir, model.encoder, example_shape)
     energy = model.energy
     energy_fn = lambda x: tf.cast(energy(x), tf.float32)  # noqa: E731
     return export_saved_model(
         export_dir, energy,
         {"serving_default": (energy_fn, "x", "energy"), "energy": (energy_fn, "x", "energy")},
-        tf.TensorSpec([None, *example_shape], tf.float32))
+        tf.TensorSpec([None, *example_shape], tf.float32),
+        value_range=None if kind == "toy" else (0.0, 1.0))
 
 
 def load_data(dataset, flag_values):

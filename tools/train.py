@@ -24,67 +24,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import ebm_recipes  # noqa: E402  (the EBM flags, data and evaluation)
+import train_flags  # noqa: E402, F401  (the other flags)
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
 
 from keras_ebm import presets  # noqa: E402
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PRESET = "the method's preset"
-flags.DEFINE_enum("method", "moco", presets.METHODS, "Method to train.")
-flags.DEFINE_string("dataset", "digits", "Data: 'digits' (embedded 8x8 images, no download), "
-                    "'binary_digits' (EBMs), 'toy:<rings|moons|8gaussians|checkerboard>' (EBMs), "
-                    "'tfds:NAME' (a prepared TFDS dataset, see --data_dir) or 'folder:PATH' "
-                    "(one sub-folder of images per class, PATH/<class>/<image>.png|jpg).")
-flags.DEFINE_string("data_dir", None, "TFDS data_dir holding prepared datasets.")
-flags.DEFINE_integer("image_size", None, "Resize images to this size (square).")
-flags.DEFINE_integer("max_train_examples", None, "Use at most this many training images.")
-flags.DEFINE_string("backbone", None, f"Encoder: small_cnn, small_resnet, resnet18_cifar, "
-                    f"resnet50, tiny_cnn (default: {PRESET}).")
-flags.DEFINE_integer("steps_per_epoch", None, "Limit each epoch to this many steps.")
-flags.DEFINE_enum("optimizer", None, ["adamw", "sgd", "lars"], f"Optimizer (default: {PRESET}).")
-flags.DEFINE_enum("lr_scaling", None, ["none", "linear", "sqrt"],
-                  "Scale --learning_rate with the global batch (x B/256 or x sqrt(B)).")
-flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker", "tpu"],
-                  "tf.distribute strategy; multi_worker reads TF_CONFIG.")
-flags.DEFINE_bool("sync_batch_norm", False, "Synchronise batch-norm statistics across replicas.")
-flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"],
-                  "XLA: auto uses it on GPUs and TPUs only (1.8x slower on CPUs).")
-flags.DEFINE_enum("mixed_precision", "none", ["none", "bfloat16", "float16"],
-                  "Mixed precision; losses and energies stay in float32.")
-flags.DEFINE_string("workdir", os.path.join(REPO, "runs", "default"), "Logs, checkpoints, model.")
-flags.DEFINE_string("export_dir", None, "TF Serving base path (<repo>/saved_models/<method>).")
-flags.DEFINE_integer("seed", 0, "Random seed.")
-flags.DEFINE_integer("keep_checkpoints", 3, "Per-epoch snapshots kept in <workdir>/checkpoints.")
-flags.DEFINE_float("temperature", None, f"Softmax temperature (default: {PRESET}).")
-for _name, _help in [("epochs", "Training epochs"), ("batch_size", "Global batch size"),
-                     ("queue_size", "MoCo: negative keys in the queue"),
-                     ("bn_splits", "MoCo: batch-norm groups (shuffle-BN substitute; 1 = off)"),
-                     ("num_negatives", "PIRL: negatives drawn from the memory bank per step"),
-                     ("jigsaw_resize", "PIRL: resize images to this size before the 3x3 grid"),
-                     ("jigsaw_patch_size", "PIRL: random crop of this size from each cell"),
-                     ("patch_dim", "PIRL: width of the shared per-patch embedding of g"),
-                     ("projection_dim", "Output dimension of the projection head")]:
-    flags.DEFINE_integer(_name, None, f"{_help} (default: {PRESET}).")
-for _name, _help in [("learning_rate", "Peak learning rate"), ("weight_decay", "Weight decay"),
-                     ("warmup_epochs", "Linear warm-up epochs before the cosine decay"),
-                     ("momentum", "MoCo: EMA coefficient of the key encoder"),
-                     ("bank_momentum", "PIRL: momentum of the memory-bank update"),
-                     ("loss_weight", "PIRL: weight lambda of the patch NCE term"),
-                     ("margin", "ContrastiveEmbedding: margin of the hinge on negative pairs"),
-                     ("augment_strength", "Colour-jitter strength s"),
-                     ("crop_scale_min", "Smallest area fraction of the random resized crop"),
-                     ("blur_probability", "Probability of a Gaussian blur"),
-                     ("grayscale_probability", "Probability of converting to grayscale")]:
-    flags.DEFINE_float(_name, None, f"{_help} (default: {PRESET}).")
-flags.DEFINE_enum("nce_form", None, ["nce", "infonce"], "PIRL: the lecture's NCE or InfoNCE.")
-flags.DEFINE_enum("energy", None, ["cosine", "l2"], "ContrastiveEmbedding: 1 - cos or |a - b|.")
-flags.DEFINE_list("projection_hidden_dims", None, "Hidden widths of the projection head.")
-flags.DEFINE_bool("projection_batch_norm", None, f"Batch norm in the head (default: {PRESET}).")
-flags.DEFINE_bool("flip", None, f"Random horizontal flips (default: {PRESET}).")
-flags.DEFINE_bool("evaluate", True, "Run the linear probes and kNN after training.")
-flags.DEFINE_integer("probe_draws", None, "Label draws per probe (default: evaluation.PROTOCOL).")
+REPO = train_flags.REPO
 FLAGS = flags.FLAGS
 EXTRA_CALLBACKS = []  # appended to every fit (tests simulate crashes with it)
 SSL_ONLY = ("backbone", "temperature", "queue_size", "projection_dim", "num_negatives")
@@ -139,6 +86,24 @@ def use_xla():  # --jit_compile=auto: XLA on GPUs and TPUs only
 
 
 def train(workdir, export_dir):
+    from keras_ebm import distribute
+    from keras_ebm import training
+
+    ssl = FLAGS.method in presets.SSL_METHODS
+    try:  # the strategy comes before any TensorFlow op (multi-worker collectives)
+        strategy = distribute.get_strategy(
+            FLAGS.strategy, collective_timeout=FLAGS.collective_timeout) if ssl else None
+    except ValueError as error:
+        raise UsageError(f"--strategy={FLAGS.strategy}: {error}") from None
+    chief = distribute.is_chief(strategy) if ssl else True
+    try:  # one owner per workdir, from here to the export (the chief's; workers share it)
+        with training.WorkdirLock(workdir) if chief else contextlib.nullcontext():
+            return run(strategy, chief, workdir, export_dir)
+    except training.WorkdirBusy as error:
+        raise UsageError(f"--workdir={error}") from None
+
+
+def run(strategy, chief, workdir, export_dir):
     import keras
 
     import keras_ebm
@@ -147,10 +112,6 @@ def train(workdir, export_dir):
     from keras_ebm import training
 
     ssl = FLAGS.method in presets.SSL_METHODS
-    try:  # the strategy comes before any TensorFlow op (multi-worker collectives)
-        strategy = distribute.get_strategy(FLAGS.strategy) if ssl else None
-    except ValueError as error:
-        raise UsageError(f"--strategy={FLAGS.strategy}: {error}") from None
     keras.utils.set_random_seed(FLAGS.seed)
     keras.mixed_precision.set_global_policy(
         "float32" if FLAGS.mixed_precision == "none" else f"mixed_{FLAGS.mixed_precision}")
@@ -158,13 +119,15 @@ def train(workdir, export_dir):
         if ssl:
             dataset = keras_ebm.data.load(FLAGS.dataset, data_dir=FLAGS.data_dir,
                                           image_size=FLAGS.image_size,
-                                          max_train_examples=FLAGS.max_train_examples)
+                                          max_train_examples=FLAGS.max_train_examples,
+                                          max_image_pixels=FLAGS.max_image_pixels)
             x_train = dataset.x_train
         else:
             x_train, x_test, kind = ebm_recipes.load_data(FLAGS.dataset, FLAGS)
     except (ValueError, keras_ebm.data.DataError) as error:
         raise UsageError(f"--dataset: {error}".replace("--dataset: --", "--")) from None
     config = presets.resolve(FLAGS.method, overrides())
+    state, settings = presets.fingerprint(FLAGS.method, config, x_train.shape[1:])
     steps = min(presets.default_steps_per_epoch(config, len(x_train)),
                 FLAGS.steps_per_epoch or len(x_train))
     try:
@@ -179,7 +142,6 @@ def train(workdir, export_dir):
         if str(error).startswith("--"):
             raise UsageError(str(error)) from None
         raise
-    chief = distribute.is_chief(strategy) if ssl else True
     results = {}
     if ssl and FLAGS.evaluate:
         results = probes.evaluation_rows(dataset, {"encoder at init": model.encoder},
@@ -198,10 +160,18 @@ def train(workdir, export_dir):
             max_rollbacks=FLAGS.max_rollbacks, rollback_lr_factor=FLAGS.rollback_lr_factor,
             optimizer=presets.optimizer_factory(FLAGS.method, steps, **overrides()),
             jit_compile=config["jit_compile"], callbacks=EXTRA_CALLBACKS,
-            verbose=1 if sys.stdout.isatty() else 2, dataset_fn=dataset_fn)
+            verbose=1 if sys.stdout.isatty() else 2, dataset_fn=dataset_fn, chief=chief,
+            fingerprint={**state, "dataset": FLAGS.dataset, "num_examples": len(x_train)},
+            settings=settings, warn=lambda line: print(f"train.py: {line}", file=sys.stderr))
+    except training.CheckpointMismatch as error:
+        raise UsageError(f"--{error}" if error.name in FLAGS else str(error)) from None
     except training.Diverged as error:
         fail(f"{error}; nothing was exported (the last good epoch's checkpoint is in "
              f"{os.path.join(workdir, 'checkpoints')})", status=1)
+    except training.Preempted as error:
+        fail(f"stopped by SIGTERM; saved the checkpoint of epoch {error.epoch}, step "
+             f"{error.step} in {os.path.join(workdir, 'checkpoints')}; rerun the same command "
+             "to resume", status=143)
     seconds = time.perf_counter() - start
     if not result.epochs_run:
         print(f"Nothing to train: the checkpoint is at epoch {config['epochs']}; exporting it")
@@ -220,7 +190,8 @@ def train(workdir, export_dir):
     if not ssl:
         metrics.update(ebm_recipes.evaluate(model, kind, x_train, x_test, FLAGS, workdir))
     metrics["model"] = training.save_model(model, os.path.join(workdir, "model.keras"))
-    metrics["export"] = ebm_recipes.export(model, export_dir, x_train.shape[1:], ssl)
+    metrics["export"] = ebm_recipes.export(model, export_dir, x_train.shape[1:],
+                                           None if ssl else kind)
     if results:
         metrics["evaluation"] = results
         print("\n" + probes.format_table(results))
@@ -240,6 +211,12 @@ def main(argv):
     try:
         validate_flags()
         export_dir = FLAGS.export_dir or os.path.join(REPO, "saved_models", FLAGS.method)
+        try:
+            from keras_ebm.export import check_export_dir
+
+            check_export_dir(export_dir)
+        except ValueError as error:
+            raise UsageError(f"--export_dir={error}") from None
         ebm_recipes.prepare_workdir(FLAGS.workdir, UsageError)
         train(FLAGS.workdir, export_dir)
     except UsageError as error:

@@ -14,6 +14,8 @@ import pytest
 import tensorflow as tf
 
 import keras_ebm  # noqa: F401  (registers the classes model.keras needs)
+from keras_ebm.callbacks import checkpoint_epoch
+from keras_ebm.checkpoints import select_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRAIN = os.path.join(ROOT, "tools", "train.py")
@@ -29,11 +31,7 @@ def _run(args, **kwargs):
 
 
 def _checkpoint_epoch(workdir):
-    try:
-        with open(os.path.join(workdir, "checkpoints", "training_metadata.json")) as f:
-            return json.load(f)["epoch"]
-    except (OSError, ValueError, KeyError):
-        return 0
+    return checkpoint_epoch(os.path.join(workdir, "checkpoints"))
 
 
 def _h5_arrays(path):
@@ -61,11 +59,11 @@ def test_killed_run_resumes_with_queue_key_encoder_and_optimizer(tmp_path):
     epoch = _checkpoint_epoch(workdir)
     assert epoch >= 3, "no checkpoint was written before the kill"
     assert not export_dir.exists(), "a killed run must not leave an export"
-    try:
-        checkpoint = _h5_arrays(workdir / "checkpoints" / "latest.weights.h5")
-    except OSError:
-        # Killed while writing: the rerun falls back to the previous copy, as should we.
-        checkpoint = _h5_arrays(workdir / "checkpoints" / "latest.weights.h5.bkp")
+    # The file a rerun restores: the newest that reads back whole (a kill mid-write
+    # leaves only a hidden staging file, never a half-written checkpoint).
+    path, record = select_checkpoint(str(workdir / "checkpoints"))
+    assert record["epoch"] == epoch and record["step"] == 0
+    checkpoint = _h5_arrays(path)
 
     # Rerun the same command up to the checkpoint's epoch: nothing left to train, so the
     # saved model is exactly the restored state.
