@@ -166,8 +166,9 @@ def _agree_across_workers(model, position):
         context = tf.distribute.get_replica_context()
         return context.all_reduce("sum", tf.constant([value, value * value, 1.0], tf.float64))
 
+    reduce = tf.function(lambda: strategy.run(replica_fn), autograph=False)
     total, squares, count = (float(v) for v in strategy.experimental_local_results(
-        strategy.run(replica_fn))[0].numpy())
+        reduce())[0].numpy())
     if abs(total - count * value) > 0.5 or abs(squares - count * value * value) > 0.5:
         raise ValueError(
             f"the workers found different checkpoints (this one: epoch {position[0]}, step "

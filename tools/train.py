@@ -105,6 +105,7 @@ def train(workdir, export_dir):
 
 def run(strategy, chief, workdir, export_dir):
     import keras
+    import tensorflow as tf
 
     import keras_ebm
     from keras_ebm import distribute
@@ -168,10 +169,19 @@ def run(strategy, chief, workdir, export_dir):
     except training.Diverged as error:
         fail(f"{error}; nothing was exported (the last good epoch's checkpoint is in "
              f"{os.path.join(workdir, 'checkpoints')})", status=1)
+    except tf.errors.OpError as error:
+        if FLAGS.strategy != "multi_worker":
+            raise
+        cause = next((line.strip() for line in error.message.splitlines() if any(
+            word in line for word in ("aborted", "Deadline", "timed out", "Socket"))), "lost peer")
+        fail(f"--strategy=multi_worker: a collective failed ({cause}): "
+             "a worker was lost or timed out; rerun every worker to resume from the last "
+             "checkpoint", status=1)
     except training.Preempted as error:
-        fail(f"stopped by SIGTERM; saved the checkpoint of epoch {error.epoch}, step "
-             f"{error.step} in {os.path.join(workdir, 'checkpoints')}; rerun the same command "
-             "to resume", status=143)
+        fail(f"stopped by SIGTERM; saved the checkpoint of epoch {error.epoch}"
+             + (f", step {error.step}" if error.step else "") + f" in "
+             f"{os.path.join(workdir, 'checkpoints')}; rerun the same command to resume",
+             status=143)
     seconds = time.perf_counter() - start
     if not result.epochs_run:
         print(f"Nothing to train: the checkpoint is at epoch {config['epochs']}; exporting it")

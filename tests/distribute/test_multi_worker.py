@@ -14,6 +14,7 @@ import pathlib
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -92,6 +93,42 @@ def test_two_workers_train_simclr_and_only_the_chief_writes(tmp_path):
         assert returncode == 0, f"worker {index} exited with {returncode}:\n{log[-4000:]}"
         assert "Resuming from epoch 1 " in log, log[-4000:]
     assert sorted(os.listdir(tmp_path / "export")) == ["1", "2"]
+
+
+def test_a_lost_worker_ends_the_chief_with_one_line(tmp_path):
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
+    pythonpath = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    processes = []
+    try:
+        for index in range(2):
+            env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="-1",
+                       PYTHONPATH=pythonpath,
+                       TF_CONFIG=json.dumps({"cluster": cluster,
+                                             "task": {"type": "worker", "index": index}}))
+            processes.append(subprocess.Popen(
+                [sys.executable, str(TRAIN), *ARGS, "--epochs=100000", "--evaluate=false",
+                 "--collective_timeout=20", f"--workdir={tmp_path / 'w'}",
+                 f"--export_dir={tmp_path / 'export'}"],
+                cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+        latest = tmp_path / "w" / "checkpoints" / "latest.weights.h5"
+        deadline = time.time() + TIMEOUT
+        while not latest.exists() and time.time() < deadline:
+            time.sleep(0.2)
+        assert latest.exists(), "no checkpoint before the kill"
+        processes[1].kill()
+        start = time.time()
+        _, stderr = processes[0].communicate(timeout=120)  # a hang fails here
+        assert time.time() - start < 120
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    assert processes[0].returncode == 1, stderr[-3000:]
+    assert "Traceback" not in stderr
+    last = [line for line in stderr.splitlines() if line.startswith("train.py:")][-1]
+    assert "a collective failed" in last and "a worker was lost" in last, last
+    assert not (tmp_path / "export").exists()
 
 
 if os.environ.get("KERAS_EBM_SKIP_DISTRIBUTE"):

@@ -240,3 +240,17 @@ def test_a_run_stopped_mid_epoch_ends_with_the_weights_of_an_uninterrupted_one(
     b = keras.models.load_model(workdir / "model.keras")
     _assert_same_weights(a, b)
     assert int(b.optimizer.iterations) == int(a.optimizer.iterations) == 3 * 4
+
+
+def test_an_unwritable_export_dir_and_a_huge_queue_are_refused_before_training(tmp_path):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder")
+    for args, expected in [([f"--export_dir={a_file}"], f"--export_dir={a_file} cannot be "
+                                                          "written: it is a file"),
+                           (["--queue_size=1000000000", f"--export_dir={tmp_path / 'e'}"],
+                            "--queue_size=1000000000 must be <= 1048576 (it sizes memory)")]:
+        result = _run([*args, f"--workdir={tmp_path / 'w'}"])
+        lines = _error_lines(result.stderr)
+        assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]
+        assert lines[0] == f"train.py: error: {expected}"
+        assert not (tmp_path / "w" / "checkpoints").exists() and not (tmp_path / "e").exists()
