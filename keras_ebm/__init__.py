@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 # `import keras_ebm` is enough for `keras.models.load_model("model.keras")`.
 from keras_ebm import backbones  # noqa: E402
 from keras_ebm import callbacks  # noqa: E402
+from keras_ebm import checkpoints  # noqa: E402
 from keras_ebm import data  # noqa: E402
 from keras_ebm import distribute  # noqa: E402
 from keras_ebm import energies  # noqa: E402
