@@ -258,6 +258,11 @@ class ResumableBackup(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         if self._restore == "auto":
+            if not self.model.weights and checkpoints.candidates(self.backup_dir):
+                raise ValueError(
+                    f"ResumableBackup: the model has no variables yet, so the checkpoint in "
+                    f"{self.backup_dir} cannot be restored; build it before fit (call it on a "
+                    "batch, or model.build(input_shape))")
             self.select()
             if self._restore is not None:
                 keras_compat.set_initial_epoch(self.model, int(self._restore[1]["epoch"]))

@@ -8,8 +8,10 @@
   temporary name, fsynced and renamed into place: whatever file a reader
   finds is whole and says by itself where it stands.
 - **Fallback.** `select_checkpoint` takes the newest file (by epoch, then
-  step) that reads back completely; a truncated or corrupt file is skipped
-  with a warning line, whatever the error.
+  step) that reads back completely and matches the digest of its arrays; a
+  truncated or corrupt file is skipped with a warning line, whatever the
+  error. When files exist but none reads back, it raises instead of letting
+  a fresh run overwrite them.
 - **Fingerprint.** `check_fingerprint` raises `CheckpointMismatch` naming the
   first state-shaping setting that differs (resuming a MoCo queue of 100 keys
   with `queue_size=200`) and returns warning lines for settings that do not
@@ -30,6 +32,7 @@ Example:
 """
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -121,7 +124,8 @@ def prepare_checkpoint(writer, staging, record):
     try:
         writer.write(staging)
         with h5py.File(staging, "r+") as f:
-            f.attrs[RECORD] = json.dumps({"format": FORMAT, **_plain(record)})
+            f.attrs[RECORD] = json.dumps({"format": FORMAT, **_plain(record),
+                                          "digest": _digest(f)})
         _fsync(staging)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -140,8 +144,24 @@ def write_checkpoint(writer, path, record):
     return path
 
 
+def _digest(h5file):
+    """sha256 over every array's name, dtype, shape and bytes (HDF5 keeps no checksum)."""
+    digest = hashlib.sha256()
+
+    def add(name, obj):
+        if isinstance(obj, h5py.Dataset):
+            value = obj[()]
+            digest.update(f"{name}:{obj.dtype}:{obj.shape};".encode())
+            digest.update(value.tobytes() if hasattr(value, "tobytes") else bytes(str(value),
+                                                                                   "utf-8"))
+
+    h5file.visititems(add)
+    return digest.hexdigest()
+
+
 def read_record(path, verify=True):
-    """The record of checkpoint `path`; with `verify`, every array is read back too.
+    """The record of checkpoint `path`; with `verify`, every array is read back and checked
+    against the record's digest (a flipped byte in the weights is caught too).
 
     Raises:
         CheckpointError: on any failure to read the file or its record.
@@ -155,7 +175,9 @@ def read_record(path, verify=True):
             epoch, step = int(record["epoch"]), int(record["step"])
             if epoch < 0 or step < 0:
                 raise ValueError(f"negative epoch {epoch} or step {step}")
-            if verify:
+            if verify and "digest" in record and _digest(f) != record["digest"]:
+                raise CheckpointError(f"{path}: corrupt (its arrays differ from their digest)")
+            elif verify:
                 f.visititems(lambda _, obj: obj[()] if isinstance(obj, h5py.Dataset) else None)
     except CheckpointError:
         raise
@@ -180,6 +202,10 @@ def select_checkpoint(directory, warn=None):
     Newest means the largest (epoch, step). Files that cannot be read are
     skipped, each with one line to `warn` (default: stderr). Returns
     `(None, None)` when there is none.
+
+    Raises:
+        CheckpointError: there are checkpoint files but none reads back whole
+            (training from scratch would overwrite them: move them away first).
     """
     warn = warn or (lambda line: print(line, file=sys.stderr, flush=True))
     headers = []
@@ -195,12 +221,20 @@ def select_checkpoint(directory, warn=None):
             return path, read_record(path)
         except CheckpointError as error:
             warn(f"warning: skipping checkpoint {error}")
+    found = candidates(directory)
+    if found:
+        raise CheckpointError(
+            f"{directory}: none of its {len(found)} checkpoint files reads back whole; "
+            "move the folder away (or delete it) to train from scratch")
     return None, None
 
 
 def checkpoint_position(directory):
-    """`(epoch, step)` of the checkpoint a rerun resumes from ((0, 0) if none)."""
-    _, record = select_checkpoint(directory, warn=lambda line: None)
+    """`(epoch, step)` of the checkpoint a rerun resumes from ((0, 0) if none readable)."""
+    try:
+        _, record = select_checkpoint(directory, warn=lambda line: None)
+    except CheckpointError:
+        return 0, 0
     return (int(record["epoch"]), int(record["step"])) if record else (0, 0)
 
 

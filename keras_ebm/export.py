@@ -133,6 +133,8 @@ def _validated(inputs, input_name, expected_shape, value_range):
     shape_ok = tf.logical_and(
         tf.equal(tf.size(shape), rank),
         tf.reduce_all(tf.logical_or(tf.equal(padded, want), tf.logical_not(known))))
+    if rank:  # an empty batch would reach the model (a convolution then fails inside)
+        shape_ok = tf.logical_and(shape_ok, padded[0] >= 1)
     got = tf.strings.join(["[", tf.strings.reduce_join(tf.strings.as_string(shape),
                                                         separator=", "), "]"])
     check = tf.debugging.Assert(

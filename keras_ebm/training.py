@@ -45,13 +45,14 @@ from keras_ebm.callbacks import NonFiniteError
 from keras_ebm.callbacks import NonFiniteGuard
 from keras_ebm.callbacks import Preempted
 from keras_ebm.callbacks import ResumableBackup
+from keras_ebm.checkpoints import CheckpointError
 from keras_ebm.checkpoints import CheckpointMismatch
 from keras_ebm.checkpoints import WorkdirBusy
 from keras_ebm.checkpoints import WorkdirLock
 from keras_ebm.data.datasets import epoch_ordered_indices
 
-__all__ = ["CheckpointMismatch", "Diverged", "Preempted", "TrainingResult", "WorkdirBusy",
-           "WorkdirLock", "epoch_ordered_dataset", "fit", "save_model"]
+__all__ = ["CheckpointError", "CheckpointMismatch", "Diverged", "Preempted", "TrainingResult",
+           "WorkdirBusy", "WorkdirLock", "epoch_ordered_dataset", "fit", "save_model"]
 
 ROLLBACKS_FILE = "rollbacks.json"
 
@@ -70,6 +71,8 @@ class TrainingResult:
         initial_epoch: the epoch this call resumed from (0 for a fresh run).
         initial_step: the step within that epoch it resumed from (0 unless
             the last run was preempted mid-epoch).
+        checkpoint_epoch: the epoch of the checkpoint restored (above
+            `initial_epoch` when `epochs` is below it: nothing was trained).
         rollbacks: how many times the run rolled back (counted across reruns).
         steps_per_epoch: updates per epoch.
     """
@@ -79,6 +82,7 @@ class TrainingResult:
     rollbacks: int
     steps_per_epoch: int
     initial_step: int = 0
+    checkpoint_epoch: int = 0
 
     @property
     def epochs_run(self):
@@ -184,8 +188,10 @@ def _data_parts(x, batch_size, seed, epochs, steps, with_index, epoch, step, dat
     """
     if dataset_fn is not None:
         if step:
-            raise ValueError(f"the checkpoint is at epoch {epoch}, step {step} (mid-epoch), "
-                             "which an epoch-at-once dataset_fn cannot resume; resume without it")
+            raise CheckpointMismatch("epoch_program", None, None, None, detail=(
+                f"epoch_program: the checkpoint is at epoch {epoch}, step {step} (mid-epoch), "
+                "which an epoch-at-once dataset_fn cannot resume; resume without it to finish "
+                "that epoch"))
         data, fit_steps = dataset_fn(epoch, steps)
         return [(data, fit_steps, epoch, epochs, 0)]
     parts = []
@@ -258,6 +264,7 @@ def fit(model, x, *, workdir, epochs, batch_size, optimizer=None, seed=0, steps_
         Preempted: after a SIGTERM, once the checkpoint of the current step is saved.
         CheckpointMismatch: the workdir's checkpoint was written with another
             state-shaping setting or another model.
+        CheckpointError: the workdir holds checkpoint files but none reads back.
         WorkdirBusy: another process is training in `workdir`.
 
     Example:
@@ -321,6 +328,7 @@ def fit(model, x, *, workdir, epochs, batch_size, optimizer=None, seed=0, steps_
                 model.set_weights(initial_weights)  # diverged in the first epoch: start over
             epoch, step = (int(record["epoch"]), int(record["step"])) if record else (0, 0)
             _agree_across_workers(model, (epoch, step))
+            restored_epoch = epoch
             if epoch >= int(epochs):
                 epoch, step = int(epochs), 0
             parts = _data_parts(x, batch_size, seed, int(epochs), steps, with_index, epoch, step,
@@ -340,7 +348,8 @@ def fit(model, x, *, workdir, epochs, batch_size, optimizer=None, seed=0, steps_
                         for key, values in part.history.items():
                             history.history.setdefault(key, []).extend(values)
                         history.epoch.extend(getattr(part, "epoch", []))
-                return TrainingResult(history, epoch, rollbacks, steps, initial_step=step)
+                return TrainingResult(history, epoch, rollbacks, steps, initial_step=step,
+                                      checkpoint_epoch=restored_epoch)
             except NonFiniteError as error:
                 message = str(error).rstrip(".")
                 if on_divergence != "rollback":

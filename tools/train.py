@@ -166,6 +166,8 @@ def run(strategy, chief, workdir, export_dir):
             settings=settings, warn=lambda line: print(f"train.py: {line}", file=sys.stderr))
     except training.CheckpointMismatch as error:
         raise UsageError(f"--{error}" if error.name in FLAGS else str(error)) from None
+    except training.CheckpointError as error:
+        raise UsageError(f"--workdir: {error}") from None
     except training.Diverged as error:
         fail(f"{error}; nothing was exported (the last good epoch's checkpoint is in "
              f"{os.path.join(workdir, 'checkpoints')})", status=1)
@@ -184,7 +186,8 @@ def run(strategy, chief, workdir, export_dir):
              status=143)
     seconds = time.perf_counter() - start
     if not result.epochs_run:
-        print(f"Nothing to train: the checkpoint is at epoch {config['epochs']}; exporting it")
+        print(f"Nothing to train: the checkpoint is at epoch {result.checkpoint_epoch} "
+              f"(--epochs={config['epochs']}); exporting it")
     history = {k: float(v[-1]) for k, v in result.history.history.items() if v}
     metrics = {"method": FLAGS.method, "dataset": FLAGS.dataset, "epochs": config["epochs"],
                "batch_size": config["batch_size"], "train_seconds": round(seconds, 1),

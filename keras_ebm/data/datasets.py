@@ -591,7 +591,7 @@ def _decode_file(path, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS):
                     raise DataError(
                         f"{path}: file of {size} bytes exceeds the {limit} bytes "
                         f"allowed by max_image_pixels={max_image_pixels}; raise "
-                        "--max_image_pixels to load it"
+                        "max_image_pixels (--max_image_pixels) to load it"
                     )
                 try:
                     _, width, height, pixels, frames = _read_image_header(f)
@@ -602,7 +602,7 @@ def _decode_file(path, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS):
                     raise DataError(
                         f"{path}: {width}x{height} image ({pixels} pixels{in_frames}) "
                         f"exceeds max_image_pixels={max_image_pixels}; raise "
-                        "--max_image_pixels to load it"
+                        "max_image_pixels (--max_image_pixels) to load it"
                     )
                 f.seek(0)
             contents = f.read()
@@ -802,7 +802,7 @@ def load(spec, data_dir=None, image_size=None, max_train_examples=None,
     Raises:
         DataError: with a one-line message naming the spec or the file, e.g.
             `"<file>: 20000x20000 image (400000000 pixels) exceeds
-            max_image_pixels=16777216; raise --max_image_pixels to load it"`.
+            max_image_pixels=16777216; raise max_image_pixels (--max_image_pixels) to load it"`.
 
     Example:
 

@@ -150,7 +150,7 @@ def test_png_bomb_refused_from_its_header_fast_and_small(bomb_folder):
     side, pixels = BOMB_SIDE, BOMB_SIDE * BOMB_SIDE
     assert result["message"] == (
         f"{bomb}: {side}x{side} image ({pixels} pixels) exceeds "
-        f"max_image_pixels={4096 * 4096}; raise --max_image_pixels to load it")
+        f"max_image_pixels={4096 * 4096}; raise max_image_pixels (--max_image_pixels) to load it")
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "GIF", "BMP", "WebP", "GIF frames"])
@@ -186,7 +186,7 @@ def test_oversized_header_of_each_format_refused_before_decoding(tmp_path, monke
     side = "1x1" if fmt == "GIF frames" else f"{big}x{big}"
     assert str(error.value) == (
         f"{tmp_path / 'cat' / 'big.png'}: {side} image ({big * big} pixels) exceeds "
-        "max_image_pixels=16777216; raise --max_image_pixels to load it")
+        "max_image_pixels=16777216; raise max_image_pixels (--max_image_pixels) to load it")
     assert len(decoded) == 2 and data not in decoded  # cat/0.png and cat/1.png
 
 
@@ -194,7 +194,7 @@ def test_pixel_cap_is_exact_configurable_and_can_be_disabled(tmp_path):
     _make_folder(tmp_path, per_class=2, size=(6, 5))
     first = tmp_path / "cat" / "0.png"
     expected = (f"{first}: 5x6 image (30 pixels) exceeds max_image_pixels=29; "
-                "raise --max_image_pixels to load it")
+                "raise max_image_pixels (--max_image_pixels) to load it")
     with pytest.raises(DataError) as error:
         load(f"folder:{tmp_path}", max_image_pixels=29)
     assert str(error.value) == expected
@@ -216,7 +216,7 @@ def test_file_over_the_byte_limit_refused_unread(tmp_path):
         load(f"folder:{tmp_path}", max_image_pixels=1)
     assert str(error.value) == (
         f"{big}: file of {size} bytes exceeds the {8 + (1 << 20)} bytes allowed by "
-        "max_image_pixels=1; raise --max_image_pixels to load it")
+        "max_image_pixels=1; raise max_image_pixels (--max_image_pixels) to load it")
 
 
 @pytest.mark.parametrize("contents, expected", [

@@ -55,7 +55,8 @@ def test_encoder_signature_rejects_bad_images_in_a_fresh_process(tmp_path):
     nan[0, 2, 3, 0] = np.nan
     results = _serve_cases(tmp_path, export, "serving_default", "images", "embeddings", {
         "good": good, "nan": nan, "bytes": np.full((2, 8, 8, 1), 255, "float32"),
-        "big": np.zeros((1, 16, 16, 1), "float32"), "rank3": np.zeros((8, 8, 1), "float32")})
+        "big": np.zeros((1, 16, 16, 1), "float32"), "rank3": np.zeros((8, 8, 1), "float32"),
+        "empty": np.zeros((0, 8, 8, 1), "float32")})
     assert results["good"] == "served"
     np.testing.assert_allclose(np.load(tmp_path / "good.out.npy"),
                                encoder.predict(good, verbose=0), atol=1e-5)
@@ -63,6 +64,7 @@ def test_encoder_signature_rejects_bad_images_in_a_fresh_process(tmp_path):
     assert "images must lie in [0, 1], got values in [255, 255]" in results["bytes"]
     assert "images must have shape [batch, 8, 8, 1], got [1, 16, 16, 1]" in results["big"]
     assert "images must have shape [batch, 8, 8, 1], got [8, 8, 1]" in results["rank3"]
+    assert "images must have shape [batch, 8, 8, 1], got [0, 8, 8, 1]" in results["empty"]
     assert all(r.startswith("InvalidArgumentError") for k, r in results.items() if k != "good")
 
 
