@@ -1,6 +1,10 @@
 """Evaluation of learned representations and energies."""
 
 from keras_ebm.evaluation.ais import ais_log_partition
+from keras_ebm.evaluation.collapse import CollapseError
+from keras_ebm.evaluation.collapse import CollapseMonitor
+from keras_ebm.evaluation.collapse import effective_rank
+from keras_ebm.evaluation.collapse import normalized_std
 from keras_ebm.evaluation.density import grid_log_likelihood
 from keras_ebm.evaluation.density import grid_log_partition
 from keras_ebm.evaluation.knn import knn_accuracy
