@@ -1,6 +1,5 @@
 """The README's library example, run as written (fewer epochs), resumes after kill -9."""
 
-import json
 import os
 import re
 import signal
@@ -9,6 +8,8 @@ import sys
 import time
 
 import numpy as np
+
+from keras_ebm import checkpoints
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EPOCHS = 8
@@ -31,15 +32,14 @@ def run(workdir, kill_at_epoch=None):
         output = process.communicate(timeout=600)[0]
         assert process.returncode == 0, output
         return output
-    metadata = os.path.join(workdir, "checkpoints", "training_metadata.json")
+    latest = os.path.join(workdir, "checkpoints", checkpoints.LATEST)
     deadline = time.time() + 600
     while time.time() < deadline and process.poll() is None:
         try:
-            with open(metadata) as f:
-                if int(json.load(f)["epoch"]) >= kill_at_epoch:
-                    break
-        except (OSError, ValueError, KeyError):
-            pass
+            if checkpoints.read_record(latest, verify=False)["epoch"] >= kill_at_epoch:
+                break
+        except checkpoints.CheckpointError:
+            pass  # not written yet
         time.sleep(0.02)
     assert process.poll() is None, "the run ended before it could be killed"
     os.kill(process.pid, signal.SIGKILL)
