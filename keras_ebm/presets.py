@@ -412,7 +412,8 @@ def build(method, x_train, compile=True, steps_per_epoch=None, **overrides):  # 
             input shape, PIRL's bank size, the RBM's visible biases, the NCE
             noise and the EBM data kind. The self-supervised presets read only
             its length and shape, so a zero-copy stand-in works there:
-            `np.broadcast_to(np.zeros((1, 32, 32, 3), "float32"), (50000, 32, 32, 3))`.
+            `np.broadcast_to(np.zeros((1, 32, 32, 3), "float32"), (50000, 32, 32, 3))`,
+            and so does a dataset of `keras_ebm.data.load`, streamed or not.
         compile: bool, compile with the preset's optimizer. Defaults to True.
         steps_per_epoch: int or None, updates per epoch for the schedule;
             None: full batches of `x_train`.
@@ -436,6 +437,8 @@ def build(method, x_train, compile=True, steps_per_epoch=None, **overrides):  # 
     """
     check_settings(overrides)
     config = resolve(method, overrides)
+    if hasattr(x_train, "standin"):  # a dataset of keras_ebm.data.load, streamed or not
+        x_train = x_train.standin()
     x_train = np.asarray(x_train)
     check_data(method, config, x_train)
     if method in SSL_METHODS:

@@ -49,7 +49,7 @@ from keras_ebm.checkpoints import CheckpointError
 from keras_ebm.checkpoints import CheckpointMismatch
 from keras_ebm.checkpoints import WorkdirBusy
 from keras_ebm.checkpoints import WorkdirLock
-from keras_ebm.data.datasets import epoch_ordered_indices
+from keras_ebm.data.datasets import epoch_ordered_batches
 
 __all__ = ["CheckpointError", "CheckpointMismatch", "Diverged", "Preempted", "TrainingResult",
            "WorkdirBusy", "WorkdirLock", "epoch_ordered_dataset", "fit", "save_model"]
@@ -114,16 +114,9 @@ def epoch_ordered_dataset(x, batch_size, seed=0, initial_epoch=0, epochs=None,
     >>> data = epoch_ordered_dataset(x_train, 256, seed=0, initial_epoch=5, epochs=100)
     >>> model.fit(data, epochs=100, initial_epoch=5, steps_per_epoch=len(x_train) // 256)
     """
-    x = tf.constant(x)
-    indices = epoch_ordered_indices(len(x), batch_size, seed=seed, initial_epoch=initial_epoch,
-                                    epochs=epochs, steps_per_epoch=steps_per_epoch)
-    if initial_step:
-        indices = indices.skip(int(initial_step))
-
-    def gather(i):
-        return (tf.gather(x, i), i) if with_index else tf.gather(x, i)
-
-    return indices.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    return epoch_ordered_batches(x, batch_size, seed=seed, initial_epoch=initial_epoch,
+                                 epochs=epochs, steps_per_epoch=steps_per_epoch,
+                                 with_index=with_index, initial_step=initial_step)
 
 
 def save_model(model, path):
@@ -180,7 +173,33 @@ def _agree_across_workers(model, position):
             "chief writes the checkpoints and every worker restores them")
 
 
-def _data_parts(x, batch_size, seed, epochs, steps, with_index, epoch, step, dataset_fn):
+def _batches(model, x, batch_size, seed, steps, with_index):
+    """`batches(initial_epoch, end_epoch, initial_step)`: epoch-ordered training data of `x`.
+
+    `x` is an array or a dataset (`keras_ebm.data.ImageDataset`,
+    `StreamingImages`). A streamed dataset under multi-worker training is
+    read through `distribute_datasets_from_function`, so each worker reads
+    its own files.
+    """
+    from keras_ebm import distribute
+
+    def batches(first, end, step):
+        if not hasattr(x, "train_batches"):
+            return epoch_ordered_batches(x, batch_size, seed=seed, initial_epoch=first,
+                                         epochs=end, steps_per_epoch=steps,
+                                         with_index=with_index, initial_step=step)
+        read = lambda context=None: x.train_batches(  # noqa: E731
+            batch_size, seed=seed, initial_epoch=first, epochs=end, steps_per_epoch=steps,
+            with_index=with_index, initial_step=step, input_context=context)
+        strategy = model.distribute_strategy
+        if getattr(x, "streaming", False) and distribute.in_multi_worker_mode(strategy):
+            return strategy.distribute_datasets_from_function(read)
+        return read()
+
+    return batches
+
+
+def _data_parts(batches, epochs, steps, epoch, step, dataset_fn):
     """[(dataset, fit steps, first epoch, end epoch, steps already done)] for the model.fit calls.
 
     A run resumed mid-epoch first finishes that epoch (the data skip the steps
@@ -196,15 +215,10 @@ def _data_parts(x, batch_size, seed, epochs, steps, with_index, epoch, step, dat
         return [(data, fit_steps, epoch, epochs, 0)]
     parts = []
     if step and epoch < epochs:
-        parts.append((epoch_ordered_dataset(x, batch_size, seed=seed, initial_epoch=epoch,
-                                            epochs=epoch + 1, steps_per_epoch=steps,
-                                            with_index=with_index, initial_step=step),
-                      steps - step, epoch, epoch + 1, step))
+        parts.append((batches(epoch, epoch + 1, step), steps - step, epoch, epoch + 1, step))
         epoch += 1
     if epoch < epochs or not parts:
-        parts.append((epoch_ordered_dataset(x, batch_size, seed=seed, initial_epoch=epoch,
-                                            epochs=epochs, steps_per_epoch=steps,
-                                            with_index=with_index), steps, epoch, epochs, 0))
+        parts.append((batches(epoch, epochs, 0), steps, epoch, epochs, 0))
     return parts
 
 
@@ -217,7 +231,9 @@ def fit(model, x, *, workdir, epochs, batch_size, optimizer=None, seed=0, steps_
 
     Args:
         model: a keras_ebm method (any `keras.Model` whose `fit` takes batches of `x`).
-        x: array [num_examples, ...], the training set.
+        x: the training set: an array [num_examples, ...], or a dataset of
+            `keras_ebm.data.load` (in memory, or `StreamingImages` read from
+            disk batch by batch).
         workdir: folder of the checkpoints (`checkpoints/`) and TensorBoard logs
             (`tb/`); locked for the duration of the call.
         epochs: int, the total number of epochs (a resumed run trains the rest).
@@ -280,9 +296,11 @@ def fit(model, x, *, workdir, epochs, batch_size, optimizer=None, seed=0, steps_
         raise ValueError("on_divergence='rollback' needs optimizer=<callable lr_scale -> "
                          "optimizer>, to rebuild the optimizer with a smaller learning rate")
     warn = warn or _warn
-    num_batches = len(x) // int(batch_size)
+    num_examples = x.num_examples if hasattr(x, "train_batches") else len(x)
+    example_shape = x.image_shape if hasattr(x, "train_batches") else x.shape[1:]
+    num_batches = num_examples // int(batch_size)
     if num_batches < 1:
-        raise ValueError(f"batch_size={batch_size} is larger than the {len(x)} examples")
+        raise ValueError(f"batch_size={batch_size} is larger than the {num_examples} examples")
     steps = num_batches if steps_per_epoch is None else min(num_batches, int(steps_per_epoch))
     checkpoint_dir = os.path.join(workdir, "checkpoints")
     fingerprint = {"batch_size": int(batch_size), "seed": int(seed), "steps_per_epoch": steps,
@@ -300,7 +318,7 @@ def fit(model, x, *, workdir, epochs, batch_size, optimizer=None, seed=0, steps_
         extra = ([EpochTensorBoard(os.path.join(workdir, "tb"))] if tensorboard and chief
                  else [])
         if not model.built:
-            model.build((None, *x.shape[1:]))
+            model.build((None, *example_shape))
         backup.set_model(model)
         initial_weights = [w.copy() for w in model.get_weights()]
         rollbacks = read_rollbacks(checkpoint_dir)
@@ -331,8 +349,8 @@ def fit(model, x, *, workdir, epochs, batch_size, optimizer=None, seed=0, steps_
             restored_epoch = epoch
             if epoch >= int(epochs):
                 epoch, step = int(epochs), 0
-            parts = _data_parts(x, batch_size, seed, int(epochs), steps, with_index, epoch, step,
-                                dataset_fn)
+            batches = _batches(model, x, batch_size, seed, steps, with_index)
+            parts = _data_parts(batches, int(epochs), steps, epoch, step, dataset_fn)
             if rollbacks:
                 print(f"Learning rate x{rollback_lr_factor ** rollbacks:g} after {rollbacks} "
                       f"rollback(s) (rollback_lr_factor={rollback_lr_factor})", flush=True)

@@ -118,11 +118,12 @@ def run(strategy, chief, workdir, export_dir):
         "float32" if FLAGS.mixed_precision == "none" else f"mixed_{FLAGS.mixed_precision}")
     try:
         if ssl:
-            dataset = keras_ebm.data.load(FLAGS.dataset, data_dir=FLAGS.data_dir,
-                                          image_size=FLAGS.image_size,
-                                          max_train_examples=FLAGS.max_train_examples,
-                                          max_image_pixels=FLAGS.max_image_pixels)
-            x_train = dataset.x_train
+            dataset = keras_ebm.data.load(
+                FLAGS.dataset, data_dir=FLAGS.data_dir, image_size=FLAGS.image_size,
+                max_train_examples=FLAGS.max_train_examples,
+                max_image_pixels=FLAGS.max_image_pixels,
+                stream={"always": True, "never": False}.get(FLAGS.stream, "auto"))
+            x_train = dataset.standin()  # the train images, or a zero-copy stand-in
         else:
             x_train, x_test, kind = ebm_recipes.load_data(FLAGS.dataset, FLAGS)
     except (ValueError, keras_ebm.data.DataError) as error:
@@ -147,14 +148,15 @@ def run(strategy, chief, workdir, export_dir):
     if ssl and FLAGS.evaluate:
         results = probes.evaluation_rows(dataset, {"encoder at init": model.encoder},
                                          num_draws=FLAGS.probe_draws, seed=FLAGS.seed,
-                                         raw_pixels=True, evaluate=chief)
+                                         raw_pixels=True, evaluate=chief,
+                                         max_examples=FLAGS.max_eval_examples)
     print(f"Training {FLAGS.method} on {FLAGS.dataset} ({len(x_train)} examples, {steps} "
           f"steps/epoch, {config['epochs']} epochs" + (f", backbone {config['backbone']}, "
           f"{strategy.num_replicas_in_sync} replica(s))" if ssl else ")"), flush=True)
     start = time.perf_counter()
     try:
         result = training.fit(
-            model, x_train, workdir=workdir, epochs=config["epochs"],
+            model, dataset if ssl else x_train, workdir=workdir, epochs=config["epochs"],
             batch_size=min(config["batch_size"], len(x_train)), seed=FLAGS.seed,
             steps_per_epoch=steps, with_index=FLAGS.method == "pirl",
             keep_checkpoints=FLAGS.keep_checkpoints, on_divergence=FLAGS.on_divergence,
@@ -172,6 +174,8 @@ def run(strategy, chief, workdir, export_dir):
         fail(f"{error}; nothing was exported (the last good epoch's checkpoint is in "
              f"{os.path.join(workdir, 'checkpoints')})", status=1)
     except tf.errors.OpError as error:
+        if ssl and dataset.streaming and isinstance(error, tf.errors.InvalidArgumentError):
+            raise UsageError(f"--dataset: {keras_ebm.data.streaming.file_error(error)}") from None
         if FLAGS.strategy != "multi_worker":
             raise
         cause = next((line.strip() for line in error.message.splitlines() if any(
@@ -197,7 +201,7 @@ def run(strategy, chief, workdir, export_dir):
     if ssl and FLAGS.evaluate:
         results.update(probes.evaluation_rows(dataset, {f"{FLAGS.method} (trained)": model.encoder},
                                               num_draws=FLAGS.probe_draws, seed=FLAGS.seed,
-                                              evaluate=chief))
+                                              evaluate=chief, max_examples=FLAGS.max_eval_examples))
     if not chief:
         return metrics  # only the chief writes the model, the export and the metrics
     if not ssl:

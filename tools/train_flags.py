@@ -16,8 +16,14 @@ PRESET = "the method's preset"
 flags.DEFINE_enum("method", "moco", presets.METHODS, "Method to train.")
 flags.DEFINE_string("dataset", "digits", "Data: 'digits' (embedded 8x8 images, no download), "
                     "'binary_digits' (EBMs), 'toy:<rings|moons|8gaussians|checkerboard>' (EBMs), "
-                    "'tfds:NAME' (a prepared TFDS dataset, see --data_dir) or 'folder:PATH' "
-                    "(one sub-folder of images per class, PATH/<class>/<image>.png|jpg).")
+                    "'tfds:NAME' (a prepared TFDS dataset, see --data_dir), 'folder:PATH' "
+                    "(one sub-folder of images per class, PATH/<class>/<image>.png|jpg) or "
+                    "'tfrecord:DIR' (shards of tools/folder_to_tfrecords.py; streamed).")
+flags.DEFINE_enum("stream", "auto", ["auto", "always", "never"],
+                  "Read images from disk batch by batch (tf.data) instead of decoding the whole "
+                  "split into memory; auto: tfrecord datasets and splits over 1 GiB as float32.")
+flags.DEFINE_integer("max_eval_examples", None, "Embed at most this many images of each split "
+                     "for the probes and kNN (bounds their cost on large datasets).")
 flags.DEFINE_string("data_dir", None, "TFDS data_dir holding prepared datasets.")
 flags.DEFINE_integer("image_size", None, "Resize images to this size (square).")
 flags.DEFINE_integer("max_train_examples", None, "Use at most this many training images.")

@@ -74,10 +74,53 @@ class ImageDataset:
     num_classes: int
     class_names: list | None = None
 
+    streaming = False
+
     @property
     def image_shape(self):
         """The `(height, width, channels)` of the images."""
         return tuple(int(d) for d in self.x_train.shape[1:])
+
+    @property
+    def num_examples(self):
+        """The number of training images."""
+        return len(self.x_train)
+
+    @property
+    def num_test_examples(self):
+        """The number of test images."""
+        return len(self.x_test)
+
+    def standin(self):
+        """The train images (what `keras_ebm.presets.build` reads)."""
+        return self.x_train
+
+    def train_batches(self, batch_size, seed=0, initial_epoch=0, epochs=None,
+                      steps_per_epoch=None, with_index=False, initial_step=0,
+                      input_context=None):
+        """Training batches whose order depends only on (seed, epoch).
+
+        The same call as `StreamingImages.train_batches`, over `x_train`; see
+        `keras_ebm.training.epoch_ordered_dataset`.
+        """
+        shard = ((input_context.input_pipeline_id, input_context.num_input_pipelines)
+                 if input_context is not None else (0, 1))
+        return epoch_ordered_batches(
+            self.x_train, batch_size // shard[1], seed=seed, initial_epoch=initial_epoch,
+            epochs=epochs, steps_per_epoch=steps_per_epoch, with_index=with_index,
+            initial_step=initial_step, num_shards=shard[1], shard_index=shard[0])
+
+    def labelled(self, split, batch_size=256, max_examples=None):
+        """`(images, labels)` batches of `split` ("train" or "test"), in order."""
+        x, y = (self.x_train, self.y_train) if split == "train" else (self.x_test, self.y_test)
+        if max_examples is not None:
+            x, y = x[:max_examples], y[:max_examples]
+        return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
+
+    def labels(self, split, max_examples=None):
+        """The labels of `split` ("train" or "test"), in order."""
+        y = self.y_train if split == "train" else self.y_test
+        return y if max_examples is None else y[:max_examples]
 
     @classmethod
     def from_arrays(
@@ -660,8 +703,8 @@ def _list_images(spec, folder):
         raise DataError(f"{spec}: cannot list {folder} ({error.strerror})") from None
 
 
-def _load_folder(spec, path, image_size, max_train_examples=None,
-                 max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS):
+def _folder_files(spec, path):
+    """`(files, labels, class_names)` of an image folder (one sub-folder per class)."""
     if not path:
         raise DataError(f"{spec}: missing folder path, e.g. 'folder:/data/pets'")
     if not os.path.isdir(path):
@@ -690,6 +733,30 @@ def _load_folder(spec, path, image_size, max_train_examples=None,
             f"{spec}: no images ({', '.join(_IMAGE_EXTENSIONS)}) in the class "
             f"folders of {path}"
         )
+    return files, labels, class_names
+
+
+def folder_split(spec, path, max_train_examples=None):
+    """The train and test file lists of an image folder, split as `load` splits it.
+
+    Returns:
+        `(train_files, train_labels, test_files, test_labels, class_names)`:
+        lists of paths and int64 label arrays, in the split's order.
+    """
+    files, labels, class_names = _folder_files(spec, path)
+    y = np.asarray(labels, dtype=np.int64)
+    if len(y) < 2:
+        raise DataError(f"{spec}: need at least 2 images to split, found {len(y)}")
+    train, test = _split_indices(y)
+    if max_train_examples is not None:
+        train = train[:max_train_examples]
+    return ([files[i] for i in train], y[train], [files[i] for i in test], y[test],
+            class_names)
+
+
+def _load_folder(spec, path, image_size, max_train_examples=None,
+                 max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS):
+    files, labels, class_names = _folder_files(spec, path)
     y = np.asarray(labels, dtype=np.int64)
     if len(y) < 2:
         raise DataError(f"{spec}: need at least 2 images to split, found {len(y)}")
@@ -768,8 +835,13 @@ def _check_positive_int(spec, name, value):
         raise DataError(f"{spec}: {name} must be a positive integer or None, got {value!r}")
 
 
+# `load(..., stream="auto")` streams a split whose float32 train images would
+# take more than this: 1 GiB (e.g. 50,000 64x64 RGB images are 2.3 GiB).
+STREAM_ABOVE_BYTES = 1 << 30
+
+
 def load(spec, data_dir=None, image_size=None, max_train_examples=None,
-         max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS):
+         max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS, stream=False):
     """Loads an image dataset from a spec string.
 
     Args:
@@ -794,10 +866,20 @@ def load(spec, data_dir=None, image_size=None, max_train_examples=None,
             decompression bombs: a 20000 x 20000 PNG of ~400 KB would decode
             to 400 MB and become 1.6 GB of float32. Pass a larger value
             (`--max_image_pixels` in tools/train.py) to load larger images,
-            or `None` to skip the checks. TFDS images are not checked.
+            or `None` to skip the checks. TFDS images are not checked in
+            memory; streamed, every image is.
+        stream: `False` (decode the whole split into arrays: an
+            `ImageDataset`), `True` (read it from disk batch by batch: a
+            `keras_ebm.data.streaming.StreamingImages`, whose memory does not
+            grow with the number of images) or `"auto"` (stream
+            `"tfrecord:DIR"`, and folders and TFDS splits whose float32 train
+            images would exceed `STREAM_ABOVE_BYTES`, 1 GiB). `"digits"`
+            never streams; `"tfrecord:DIR"` (shards written by
+            `tools/folder_to_tfrecords.py`) always does. Defaults to `False`.
 
     Returns:
-        An `ImageDataset`.
+        An `ImageDataset`, or a `StreamingImages` when streamed; both answer
+        `num_examples`, `image_shape`, `train_batches` and `labelled`.
 
     Raises:
         DataError: with a one-line message naming the spec or the file, e.g.
@@ -820,6 +902,17 @@ def load(spec, data_dir=None, image_size=None, max_train_examples=None,
     if max_image_pixels is not None:
         max_image_pixels = int(max_image_pixels)
     kind, _, rest = spec.partition(":")
+    if stream not in (True, False, "auto"):
+        raise DataError(f"{spec}: stream must be True, False or 'auto', got {stream!r}")
+    if stream and kind in ("folder", "tfds", "tfrecord") or kind == "tfrecord":
+        from keras_ebm.data.streaming import load_streaming
+
+        streamed = load_streaming(spec, data_dir=data_dir, image_size=size,
+                                  max_train_examples=max_train_examples,
+                                  max_image_pixels=max_image_pixels)
+        size_bytes = 4 * streamed.num_examples * int(np.prod(streamed.image_shape))
+        if stream is True or kind == "tfrecord" or size_bytes > STREAM_ABOVE_BYTES:
+            return streamed
     if spec == "digits":
         data = _load_digits()
     elif kind == "tfds":
@@ -838,7 +931,7 @@ def load(spec, data_dir=None, image_size=None, max_train_examples=None,
 
 
 def epoch_ordered_indices(num_examples, batch_size, seed=0, initial_epoch=0, epochs=None,
-                          steps_per_epoch=None):
+                          steps_per_epoch=None, num_shards=1, shard_index=0):
     """Batches of example indices whose order depends only on (seed, epoch).
 
     Epoch e is a stateless shuffle of `range(num_examples)` with the seed
@@ -855,6 +948,12 @@ def epoch_ordered_indices(num_examples, batch_size, seed=0, initial_epoch=0, epo
         epochs: int or None, end epoch (exclusive); None repeats forever.
         steps_per_epoch: int or None, batches per epoch; None (and at most)
             `num_examples // batch_size`.
+        num_shards, shard_index: int, this input pipeline's share of each
+            epoch (multi-worker input): the pipeline `shard_index` of
+            `num_shards` takes every `num_shards`-th index of the epoch's
+            order, from position `shard_index`, in batches of `batch_size`
+            (the per-pipeline batch), so the pipelines read disjoint examples
+            whose union, over an epoch, is the epoch's. Defaults to one shard.
 
     Returns:
         A `tf.data.Dataset` of int64 index vectors of shape [batch_size].
@@ -864,7 +963,10 @@ def epoch_ordered_indices(num_examples, batch_size, seed=0, initial_epoch=0, epo
     >>> indices = epoch_ordered_indices(len(x), 256, seed=0, initial_epoch=5, epochs=100)
     >>> batches = indices.map(lambda i: tf.gather(x, i))
     """
-    full_batches = num_examples // batch_size
+    num_shards, shard_index = int(num_shards), int(shard_index)
+    if not 0 <= shard_index < num_shards:
+        raise ValueError(f"shard_index {shard_index} must be in [0, {num_shards})")
+    full_batches = num_examples // num_shards // batch_size
     if batch_size < 1 or full_batches < 1:
         raise ValueError(f"batch size {batch_size} must be between 1 and the number of "
                          f"examples ({num_examples})")
@@ -873,8 +975,31 @@ def epoch_ordered_indices(num_examples, batch_size, seed=0, initial_epoch=0, epo
     def one_epoch(epoch):
         order = tf.random.experimental.stateless_shuffle(
             tf.range(num_examples, dtype=tf.int64), seed=tf.stack([tf.cast(seed, tf.int64), epoch]))
+        if num_shards > 1:
+            order = order[shard_index::num_shards]
         return (tf.data.Dataset.from_tensor_slices(order)
                 .batch(batch_size, drop_remainder=True).take(steps))
 
     stop = 2**62 if epochs is None else int(epochs)
     return tf.data.Dataset.range(min(int(initial_epoch), stop), stop).flat_map(one_epoch)
+
+
+def epoch_ordered_batches(x, batch_size, seed=0, initial_epoch=0, epochs=None,
+                          steps_per_epoch=None, with_index=False, initial_step=0,
+                          num_shards=1, shard_index=0):
+    """Batches of the array `x` in the order of `epoch_ordered_indices` (same arguments).
+
+    `with_index` yields `(batch, indices)`; `initial_step` skips that many
+    batches of `initial_epoch` (a run resumed mid-epoch).
+    """
+    x = tf.constant(x)
+    indices = epoch_ordered_indices(len(x), batch_size, seed=seed, initial_epoch=initial_epoch,
+                                    epochs=epochs, steps_per_epoch=steps_per_epoch,
+                                    num_shards=num_shards, shard_index=shard_index)
+    if initial_step:
+        indices = indices.skip(int(initial_step))
+
+    def gather(i):
+        return (tf.gather(x, i), i) if with_index else tf.gather(x, i)
+
+    return indices.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

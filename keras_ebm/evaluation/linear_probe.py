@@ -4,6 +4,7 @@ import collections
 import warnings
 
 import numpy as np
+import tensorflow as tf
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
@@ -133,17 +134,46 @@ PROTOCOL = {"labels_per_class": (1, 10, None), "num_draws": 10, "seed": 0, "knn_
             "standardize": False}
 
 
+# The "raw pixels" row of a streamed dataset is kept for images of at most
+# this many values (64 x 64 x 3); larger images would hold the whole
+# evaluation split in memory as raw pixels.
+RAW_PIXELS_MAX_VALUES = 64 * 64 * 3
+
+
+def _streamed_features(dataset, split, encoders, raw_pixels, max_examples):
+    """{name: features} and labels of one split, embedded batch by batch."""
+    spec = [tf.TensorSpec((None, *dataset.image_shape), tf.float32)]
+    calls = {name: tf.function(lambda x, e=encoder: e(x, training=False), input_signature=spec)
+             for name, encoder in encoders.items()}
+    features = {name: [] for name in (["raw pixels"] if raw_pixels else []) + list(calls)}
+    labels = []
+    for images, batch_labels in dataset.labelled(split, batch_size=256,
+                                                 max_examples=max_examples):
+        labels.append(batch_labels.numpy())
+        if raw_pixels:
+            features["raw pixels"].append(np.reshape(images.numpy(), (len(images), -1)))
+        for name, call in calls.items():
+            features[name].append(np.asarray(call(images)))
+    return {k: np.concatenate(v) for k, v in features.items()}, np.concatenate(labels)
+
+
 def evaluation_rows(dataset, encoders, num_draws=None, seed=None, raw_pixels=False,
-                    evaluate=True):
+                    evaluate=True, max_examples=None):
     """Probes and kNN of each encoder's features under `PROTOCOL`, as table rows.
 
     Args:
-        dataset: a `keras_ebm.data.ImageDataset` (x_train, y_train, x_test, y_test).
+        dataset: a dataset of `keras_ebm.data.load`: an `ImageDataset`
+            (x_train, y_train, x_test, y_test), or a `StreamingImages`, whose
+            splits are embedded batch by batch (only the features are held).
         encoders: dict {row name: Keras model mapping images to features}.
         num_draws, seed: override `PROTOCOL`'s label draws and seed.
-        raw_pixels: bool, add a "raw pixels" row first. Defaults to False.
+        raw_pixels: bool, add a "raw pixels" row first (for streamed images
+            of at most `RAW_PIXELS_MAX_VALUES` values). Defaults to False.
         evaluate: bool, False embeds only (the other workers of a multi-worker
             run, whose predict takes part in collectives) and returns {}.
+        max_examples: int or None, embed at most this many images of each
+            split (the first, in the split's order), which bounds the cost
+            on large datasets. Defaults to None (all).
 
     Returns:
         dict {row name: `evaluate_features` result}.
@@ -153,19 +183,31 @@ def evaluation_rows(dataset, encoders, num_draws=None, seed=None, raw_pixels=Fal
     >>> rows = evaluation_rows(dataset, {"simclr": model.encoder}, raw_pixels=True)
     >>> print(format_table(rows))
     """
-    features = {name: (encoder.predict(dataset.x_train, batch_size=512, verbose=0),
-                       encoder.predict(dataset.x_test, batch_size=512, verbose=0))
-                for name, encoder in encoders.items()}
-    if not evaluate:
-        return {}
-    if raw_pixels:
-        flat = lambda x: np.reshape(x, (len(x), -1))  # noqa: E731
-        features = {"raw pixels": (flat(dataset.x_train), flat(dataset.x_test)), **features}
+    if getattr(dataset, "streaming", False):
+        if not evaluate:
+            return {}
+        raw_pixels = raw_pixels and np.prod(dataset.image_shape) <= RAW_PIXELS_MAX_VALUES
+        train, y_train = _streamed_features(dataset, "train", encoders, raw_pixels,
+                                            max_examples)
+        test, y_test = _streamed_features(dataset, "test", encoders, raw_pixels, max_examples)
+        features = {name: (train[name], test[name]) for name in train}
+    else:
+        cut = slice(None, max_examples)
+        x_train, y_train = dataset.x_train[cut], dataset.y_train[cut]
+        x_test, y_test = dataset.x_test[cut], dataset.y_test[cut]
+        features = {name: (encoder.predict(x_train, batch_size=512, verbose=0),
+                           encoder.predict(x_test, batch_size=512, verbose=0))
+                    for name, encoder in encoders.items()}
+        if not evaluate:
+            return {}
+        if raw_pixels:
+            flat = lambda x: np.reshape(x, (len(x), -1))  # noqa: E731
+            features = {"raw pixels": (flat(x_train), flat(x_test)), **features}
     # Few-label probes need that many labels of every class in the train split.
-    fewest = int(np.bincount(dataset.y_train, minlength=dataset.num_classes).min())
+    fewest = int(np.bincount(y_train, minlength=dataset.num_classes).min())
     budgets = tuple(k for k in PROTOCOL["labels_per_class"] if k is None or k <= fewest)
     return {name: evaluate_features(
-        train, dataset.y_train, test, dataset.y_test, labels_per_class=budgets,
+        train, y_train, test, y_test, labels_per_class=budgets,
         num_draws=PROTOCOL["num_draws"] if num_draws is None else num_draws,
         seed=PROTOCOL["seed"] if seed is None else seed, knn_k=PROTOCOL["knn_k"],
         standardize=PROTOCOL["standardize"]) for name, (train, test) in features.items()}

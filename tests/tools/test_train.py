@@ -25,12 +25,13 @@ def run_in_process(module, args):
 
 
 SSL_CONFIGS = ["moco", "simclr", "moco_cifar10", "simclr_cifar10", "pirl", "pirl_imagenet",
-               "contrastive_embedding", "contrastive_embedding_l2"]
+               "simclr_imagenet", "contrastive_embedding", "contrastive_embedding_l2"]
 # Extra smoke-test flags per SSL config: a small bank and jigsaw, a small mocked ImageNet.
 SSL_SMOKE = {
     "pirl": ["--num_negatives=32", "--patch_dim=8"],
     "pirl_imagenet": ["--num_negatives=32", "--patch_dim=8", "--image_size=32",
                       "--jigsaw_resize=36", "--jigsaw_patch_size=10"],
+    "simclr_imagenet": ["--image_size=32"],  # streamed (--stream=always), as pirl_imagenet
 }
 EBM_CONFIGS = sorted(os.path.basename(name)[:-len(".flags")] for name in os.listdir(CONFIGS)
                      if name.endswith(".flags")
