@@ -5,6 +5,8 @@ r"""Throughput of keras_ebm's train steps and samplers; prints one JSON line.
     python tools/benchmark.py --method=moco --backbone=resnet18_cifar --image_size=32 \
         --batch_size=128 --steps=4                      # bn_splits=1, queue 4096
     python tools/benchmark.py --method=simclr ... --mixed_precision=bfloat16
+    python tools/benchmark.py --method=simclr --backbone=resnet18_cifar --image_size=32 \
+        --batch_size=128 --steps=4 --data_from=folder   # streamed from disk: PNGs
     python tools/benchmark.py --method=pirl --backbone=resnet18_cifar --image_size=32 \
         --batch_size=128 --steps=4                      # no PyTorch reference step
     python tools/benchmark.py --method=pcd_rbm          # vs scikit-learn's BernoulliRBM
@@ -27,6 +29,10 @@ simclr / moco (the setup of benchmarks/torch_ssl_step.py, the PyTorch reference)
   - images_per_sec_end_to_end: the same step with keras_ebm.data.make_augmenter
     making both views from [0, 1] images, inside the step (--augment_in=step, what
     `fit` does with `augmenter=`) or in a prefetching tf.data map (--augment_in=pipeline);
+    the images are one batch held in memory, or with --data_from=folder|tfrecord
+    batches read from disk, checked, decoded and shuffled by the streaming loader
+    (`keras_ebm.data.load(..., stream=True)`), --data_images random PNGs written
+    first (random pixels: the largest PNGs of their size);
   - the two are timed in alternating rounds (--rounds), so machine load hits both;
   - gflops_per_sec: FLOPs of one step / time of one step, the FLOPs counted by
     tf.compat.v1.profiler on the forward graph (x3 for forward + backward of the
@@ -81,6 +87,11 @@ flags.DEFINE_enum("mixed_precision", "none", ["none", "bfloat16", "float16"],
                   "Keras mixed-precision policy (variables and the loss stay float32).")
 flags.DEFINE_enum("augment_in", "step", ["step", "pipeline"],
                   "simclr/moco end to end: augment inside the train step or in a tf.data map.")
+flags.DEFINE_enum("data_from", "memory", ["memory", "folder", "tfrecord"],
+                  "simclr/moco end to end: one batch held in memory (default), or batches "
+                  "streamed from disk: --data_images PNGs written to a temporary folder (or "
+                  "converted to TFRecord shards), read, decoded and augmented on the fly.")
+flags.DEFINE_integer("data_images", 5000, "--data_from=folder|tfrecord: images written.")
 flags.DEFINE_bool("fused_batch_norm", True,
                   "simclr/moco: batch norm through TensorFlow's fused kernel "
                   "(keras_ebm.layers.FusedBatchNormalization); false: Keras's unfused ops.")
@@ -216,6 +227,36 @@ def build_ssl_model(flag_values, image_shape):
     return model
 
 
+def streamed_batches(flag_values, image_shape):
+    """Batches read from disk as `fit` reads them: --data_images PNGs in a temporary folder
+    (or its TFRecord shards), `keras_ebm.data.load(..., stream=True).train_batches`."""
+    import subprocess
+    import tempfile
+
+    import numpy as np
+    import tensorflow as tf
+
+    import keras_ebm
+
+    root = tempfile.mkdtemp(prefix="keras_ebm_benchmark_")
+    rng = np.random.default_rng(0)
+    for i in range(flag_values.data_images):
+        os.makedirs(os.path.join(root, "images", f"c{i % 10}"), exist_ok=True)
+        image = rng.integers(0, 256, image_shape, dtype=np.uint8)
+        tf.io.write_file(os.path.join(root, "images", f"c{i % 10}", f"{i:06d}.png"),
+                         tf.io.encode_png(image))
+    spec = f"folder:{os.path.join(root, 'images')}"
+    if flag_values.data_from == "tfrecord":
+        subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__),
+                                                     "folder_to_tfrecords.py"),
+                        f"--input={spec[len('folder:'):]}",
+                        f"--output={os.path.join(root, 'records')}"], check=True,
+                       capture_output=True)
+        spec = f"tfrecord:{os.path.join(root, 'records')}"
+    data = keras_ebm.data.load(spec, stream=True)
+    return data.train_batches(flag_values.batch_size, seed=0)
+
+
 def benchmark_ssl(flag_values):
     import numpy as np
     import tensorflow as tf
@@ -256,8 +297,11 @@ def benchmark_ssl(flag_values):
             return model.train_step((augmenter(batch_images, training=True),
                                      augmenter(batch_images, training=True)))
 
+        batches = None if flag_values.data_from == "memory" else iter(
+            streamed_batches(flag_values, image_shape))
+
         def end_to_end_step():
-            return augmented_step(images)
+            return augmented_step(images if batches is None else next(batches))
     else:
         dataset = (tf.data.Dataset.from_tensors(images).repeat()
                    .map(lambda x: (augmenter(x, training=True), augmenter(x, training=True)),
@@ -331,6 +375,8 @@ def benchmark_ssl(flag_values):
         "images_per_sec_end_to_end": images_per_sec_end_to_end,
         "end_to_end_fraction": images_per_sec_end_to_end / images_per_sec,
         "augment_in": "step" if flag_values.method == "pirl" else flag_values.augment_in,
+        "data_from": (flag_values.data_from if flag_values.augment_in == "step"
+                      and flag_values.method != "pirl" else "memory"),
         "images_per_sec_rounds": [images_timed / s for s in synthetic_seconds],
         "images_per_sec_end_to_end_rounds": [images_timed / s for s in end_to_end_seconds],
         "gflop_per_step": step_flops / 1e9,

@@ -116,30 +116,11 @@ def list_folder(path):
     `files` are paths relative to `path`, `/`-separated, in the loader's order
     (classes sorted by name, then each class's image files sorted by name).
     """
-    if not os.path.isdir(path):
-        raise UsageError(f"--input={path}: not a folder")
     try:
-        entries = os.listdir(path)
-    except OSError as error:
-        raise UsageError(f"--input={path}: cannot list it ({error.strerror})") from None
-    class_names = sorted(
-        entry for entry in entries
-        if os.path.isdir(os.path.join(path, entry)) and not entry.startswith(".")
-    )
-    if not class_names:
-        raise UsageError(f"--input={path}: no class sub-folders (expected one folder of "
-                         "images per class)")
-    files, labels = [], []
-    for label, class_name in enumerate(class_names):
-        try:
-            names = datasets._list_images("--input", os.path.join(path, class_name))
-        except datasets.DataError as error:
-            raise UsageError(str(error)) from None
-        files.extend(f"{class_name}/{name}" for name in names)
-        labels.extend([label] * len(names))
-    if not files:
-        raise UsageError(f"--input={path}: no images ({', '.join(datasets._IMAGE_EXTENSIONS)}) "
-                         "in its class sub-folders")
+        paths, labels, class_names = datasets._folder_files(f"--input={path}", path)
+    except datasets.DataError as error:
+        raise UsageError(str(error)) from None
+    files = [os.path.relpath(p, path).replace(os.sep, "/") for p in paths]
     if len(files) < 2:
         raise UsageError(f"--input={path}: need at least 2 images to split, found 1")
     return class_names, files, labels

@@ -79,7 +79,8 @@ def example_bytes(encoded, label, *, image_format, class_name, filename, height,
         "image/width": int_feature(width),
         "image/index": int_feature(index),
     }
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+    example = tf.train.Example(features=tf.train.Features(feature=feature))
+    return example.SerializeToString(deterministic=True)  # the same bytes in every process
 
 
 def parse_example(serialized):

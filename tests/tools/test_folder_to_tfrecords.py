@@ -189,10 +189,17 @@ def setup_case(case, tmp_path):
     raise AssertionError(case)
 
 
+# Each case is a subprocess (~8 s of TensorFlow start-up): the suite runs the six that
+# exercise distinct code paths; `pytest -m paper_scale` adds the other five.
+SLOW = pytest.mark.paper_scale
+
+
 @pytest.mark.parametrize("case", [
-    "missing folder", "no classes", "no images", "not an image", "too large by header",
-    "over --max_image_pixels", "corrupt with --verify", "output not empty",
-    "overwrite a folder that is not a conversion", "output inside input", "too many shards"])
+    "missing folder", pytest.param("no classes", marks=SLOW), "no images",
+    pytest.param("not an image", marks=SLOW), "too large by header",
+    pytest.param("over --max_image_pixels", marks=SLOW), "corrupt with --verify",
+    "output not empty", pytest.param("overwrite a folder that is not a conversion", marks=SLOW),
+    "output inside input", pytest.param("too many shards", marks=SLOW)])
 def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, case):
     args, expected = setup_case(case, tmp_path)
     before = {path: sorted(files) for path, _, files in os.walk(tmp_path)}
