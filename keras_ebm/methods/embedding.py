@@ -148,6 +148,13 @@ class EmbeddingMethod(Method):
         projections = self.project(ops.concatenate([view_a, view_b], axis=0), training=training)
         return ops.split(projections, 2, axis=0)
 
+    def project_views(self, view_a, view_b, training):
+        """z of both views, one pass per view (batch norm sees each view's batch on its own).
+
+        As the reference code of BYOL, SimSiam, Barlow Twins and VICReg does.
+        """
+        return self.project(view_a, training=training), self.project(view_b, training=training)
+
     # -- serialisation ------------------------------------------------------
     def get_config(self):
         config = super().get_config()
