@@ -1,10 +1,14 @@
 """Methods: one ``keras.Model`` per algorithm, composing energy, samples and loss.
 
 Every method is a `Method` (one `train_step`); the self-supervised ones are
-`EmbeddingMethod`s (encoder, head, two views), the classical ones
+`EmbeddingMethod`s (encoder, head, two views): the contrastive SimCLR, MoCo,
+PIRL and ContrastiveEmbedding, and the non-contrastive BYOL, SimSiam (with a
+predictor, `PredictorMethod`), BarlowTwins and VICReg. The classical ones are
 `EnergyMethod`s (an energy E(x)).
 """
 
+from keras_ebm.methods.barlow_twins import BarlowTwins
+from keras_ebm.methods.byol import BYOL
 from keras_ebm.methods.contrastive_divergence import ContrastiveDivergence
 from keras_ebm.methods.contrastive_embedding import ContrastiveEmbedding
 from keras_ebm.methods.denoising_autoencoder import DenoisingAutoencoder
@@ -16,5 +20,8 @@ from keras_ebm.methods.minimum_probability_flow import MinimumProbabilityFlow
 from keras_ebm.methods.moco import MoCo
 from keras_ebm.methods.noise_contrastive_estimation import NoiseContrastiveEstimation
 from keras_ebm.methods.pirl import PIRL
+from keras_ebm.methods.predictor import PredictorMethod
 from keras_ebm.methods.ratio_matching import RatioMatching
 from keras_ebm.methods.simclr import SimCLR
+from keras_ebm.methods.simsiam import SimSiam
+from keras_ebm.methods.vicreg import VICReg

@@ -6,6 +6,8 @@ from keras import ops
 
 from keras_ebm.methods.method import Method
 from keras_ebm.methods.method import check_float_inputs
+from keras_ebm.methods.method import copy_model
+from keras_ebm.methods.method import paired_weights
 from keras_ebm.methods.method import serialize
 from keras_ebm.methods.method import unpack_inputs
 
@@ -101,6 +103,37 @@ class EmbeddingMethod(Method):
     def build_state(self, embedding_shape, projection_shape):
         """Hook for subclasses: create momentum encoders, queues, banks."""
 
+    # -- momentum (EMA) copies: MoCo's key encoder, BYOL's target network ---
+    def copy_parts(self):
+        """Fresh copies `(encoder, projection_head)` of the architecture (new weights).
+
+        Call it in `__init__`; `start_copies` builds them in `build_state`.
+        """
+        owner = type(self).__name__
+        return copy_model(self.encoder, owner), copy_model(self.projection_head, owner)
+
+    def copy_pairs(self, encoder_copy, head_copy):
+        """`(copy_weight, weight)` pairs of the copies with the encoder and head, in order.
+
+        Paired by position in the model (names and shapes checked, see
+        `paired_weights`), so any Keras model style works.
+        """
+        owner = type(self).__name__
+        return (paired_weights(encoder_copy, self.encoder, owner)
+                + paired_weights(head_copy, self.projection_head, owner))
+
+    def start_copies(self, encoder_copy, head_copy):
+        """Builds the copies and starts them as exact copies of the encoder and head."""
+        head_copy(encoder_copy(self.zeros(self.example_shape)))
+        for copy_weight, weight in self.copy_pairs(encoder_copy, head_copy):
+            copy_weight.assign(weight)
+            # No gradient reaches the copy (the EMA moves it), but its layers
+            # stay trainable: with `layer.trainable = False` Keras's batch norm
+            # would normalise with its moving statistics, while MoCo's key
+            # encoder and BYOL's target run in training mode, with the
+            # statistics of their batch, and update their own moving averages.
+            copy_weight.trainable = False
+
     # -- forward ------------------------------------------------------------
     def call(self, inputs, training=False):
         self.check_shape(inputs)
@@ -114,6 +147,13 @@ class EmbeddingMethod(Method):
         """z of both views, run as one batch of 2N (batch norm sees all 2N views)."""
         projections = self.project(ops.concatenate([view_a, view_b], axis=0), training=training)
         return ops.split(projections, 2, axis=0)
+
+    def project_views(self, view_a, view_b, training):
+        """z of both views, one pass per view (batch norm sees each view's batch on its own).
+
+        As the reference code of BYOL, SimSiam, Barlow Twins and VICReg does.
+        """
+        return self.project(view_a, training=training), self.project(view_b, training=training)
 
     # -- serialisation ------------------------------------------------------
     def get_config(self):

@@ -117,6 +117,33 @@ def paired_weights(copy, original, owner):
     return list(zip(copies, originals))
 
 
+def ema_update(pairs, momentum):
+    """copy <- momentum * copy + (1 - momentum) * original, for the trainable originals.
+
+    The exponential moving average of a momentum network (MoCo's key
+    encoder, BYOL's target network) over `paired_weights` pairs. Weights
+    whose original is not trainable (batch-norm moving statistics) are left
+    to the copy's own forward passes, as in the reference implementations.
+    Replica-safe (`keras_ebm.distribute.update_state`): in a replica context
+    each device copy of the copies follows that device's copy of the
+    (mirrored, identical) originals, with that replica's `momentum`.
+
+    Args:
+        pairs: list of `(copy_weight, original_weight)` variables.
+        momentum: float or scalar tensor in [0, 1], the same on every replica.
+    """
+    pairs = [(copy_weight, weight) for copy_weight, weight in pairs if weight.trainable]
+    if not pairs:
+        return
+
+    def ema(momentum):
+        for copy_weight, weight in pairs:
+            m = tf.cast(momentum, copy_weight.dtype)
+            copy_weight.assign(m * copy_weight + (1.0 - m) * weight)
+
+    distribute.update_state(ema, tf.convert_to_tensor(momentum, "float32"), anchor=pairs[0][0])
+
+
 class Method(keras.Model):
     """Base of every keras_ebm method: the shared `train_step`, trackers and building.
 

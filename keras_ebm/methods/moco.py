@@ -10,8 +10,7 @@ from keras_ebm.losses.info_nce import info_nce
 from keras_ebm.memory.queue import Queue
 from keras_ebm.methods.embedding import EmbeddingMethod
 from keras_ebm.methods.embedding import contrastive_accuracy
-from keras_ebm.methods.method import copy_model
-from keras_ebm.methods.method import paired_weights
+from keras_ebm.methods.method import ema_update
 
 # Seeds the key shuffle of the shuffle-BN substitute, with the step counter.
 SHUFFLE_SEED = 1958
@@ -103,27 +102,17 @@ class MoCo(EmbeddingMethod):
         self.momentum = float(momentum)
         self.temperature = float(temperature)
         self.bn_splits = int(bn_splits)
-        self.key_encoder = copy_model(encoder, "MoCo")
-        self.key_projection_head = copy_model(projection_head, "MoCo")
+        self.key_encoder, self.key_projection_head = self.copy_parts()
         self.queue = None
         self.build_now()
 
     def build_state(self, embedding_shape, projection_shape):
-        self.key_projection_head(self.key_encoder(self.zeros(self.example_shape)))
         # The key encoder starts as an exact copy of the query encoder.
-        for key_weight, weight in self._weight_pairs():
-            key_weight.assign(weight)
-            # No gradient reaches the key weights (the EMA moves them), but the
-            # key layers stay trainable: with `layer.trainable = False` Keras's
-            # batch norm would normalise with its moving statistics, while
-            # MoCo's key encoder runs in training mode, with the statistics of
-            # its (shuffled) batch, and updates its own moving averages.
-            key_weight.trainable = False
+        self.start_copies(self.key_encoder, self.key_projection_head)
         self.queue = Queue(self.queue_size, int(projection_shape[-1]), name="queue")
 
     def _weight_pairs(self):
-        return (paired_weights(self.key_encoder, self.encoder, "MoCo")
-                + paired_weights(self.key_projection_head, self.projection_head, "MoCo"))
+        return self.copy_pairs(self.key_encoder, self.key_projection_head)
 
     def momentum_update(self):
         """theta_k <- m theta_k + (1 - m) theta_q for the trainable weights.
@@ -133,15 +122,7 @@ class MoCo(EmbeddingMethod):
         replica context each device copy of the key weights follows that
         device's copy of the (mirrored, identical) query weights.
         """
-        pairs = [(key_weight, weight) for key_weight, weight in self._weight_pairs()
-                 if weight.trainable]
-
-        def ema():
-            for key_weight, weight in pairs:
-                key_weight.assign(self.momentum * key_weight + (1.0 - self.momentum) * weight)
-
-        if pairs:
-            distribute.update_state(ema, anchor=pairs[0][0])
+        ema_update(self._weight_pairs(), self.momentum)
 
     def _encode_in_groups(self, images, encoder, head, training, shuffle):
         """z = g(f(x)) with batch-norm statistics computed per group of the batch."""

@@ -3,8 +3,11 @@
 Run as a script (`python mirrored_check.py simclr`): the two logical devices
 must be configured before TensorFlow initialises its devices, which a pytest
 process has usually done already, so tests/distribute/test_mirrored.py runs
-this file in a subprocess. Cases: simclr, simclr_sync_bn, moco, pirl, pcd,
-ratio_matching, grads_simclr.
+this file in a subprocess (tests/distribute/test_non_contrastive_distribute.py
+for byol, simsiam, barlow_twins and vicreg). Cases: simclr, simclr_sync_bn, moco,
+pirl, pcd, ratio_matching, grads_simclr, byol, simsiam, barlow_twins, vicreg.
+One case a process: a second MirroredStrategy in the same process reuses the
+first one's collective keys, and a gather then collides with an earlier all-reduce.
 The JSON holds the largest absolute differences between the two runs.
 """
 
@@ -31,15 +34,26 @@ from keras_ebm.layers import Jigsaw  # noqa: E402
 from keras_ebm.layers import PatchHead  # noqa: E402
 from keras_ebm.layers import ProjectionHead  # noqa: E402
 from keras_ebm.memory import ReplayBuffer  # noqa: E402
+from keras_ebm.methods import BYOL  # noqa: E402
 from keras_ebm.methods import PIRL  # noqa: E402
+from keras_ebm.methods import BarlowTwins  # noqa: E402
 from keras_ebm.methods import ContrastiveDivergence  # noqa: E402
 from keras_ebm.methods import MoCo  # noqa: E402
 from keras_ebm.methods import RatioMatching  # noqa: E402
 from keras_ebm.methods import SimCLR  # noqa: E402
+from keras_ebm.methods import SimSiam  # noqa: E402
+from keras_ebm.methods import VICReg  # noqa: E402
 from keras_ebm.optimizers import LARS  # noqa: E402
 from keras_ebm.samplers import Langevin  # noqa: E402
 
 EBM_CASES = ("pcd", "ratio_matching")
+# The non-contrastive methods, made from the encoder, head and a predictor.
+NON_CONTRASTIVE = {
+    "byol": lambda f, g, q: BYOL(f, g, q, total_steps=3, tau_base=0.9),
+    "simsiam": lambda f, g, q: SimSiam(f, g, q),
+    "barlow_twins": lambda f, g, q: BarlowTwins(f, g, lambda_=0.05),
+    "vicreg": lambda f, g, q: VICReg(f, g),
+}
 
 GLOBAL_BATCH = 8
 STEPS = 2
@@ -84,6 +98,11 @@ def make(case):
     if case == "ratio_matching":
         model = RatioMatching(RBM(4, 3))
         model.compile(optimizer=keras.optimizers.SGD(0.5, momentum=0.9))
+        return model
+    if case in NON_CONTRASTIVE:
+        model = NON_CONTRASTIVE[case](encoder(False), head,
+                                      ProjectionHead((8,), 5, batch_norm=False))
+        model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
         return model
     if case.startswith("moco"):
         model = MoCo(encoder(False), head, queue_size=12, momentum=0.9, temperature=0.2,
@@ -180,6 +199,7 @@ def main(case):
     mirrored.set_weights(initial)
     initial_bank = single.memory_bank.entries.numpy() if case == "pirl" else None
     initial_chains = single.replay_buffer.chains.numpy() if case == "pcd" else None
+    initial_target = single.target_encoder.get_weights() if case == "byol" else None
     report = {"case": case, "replicas": strategy.num_replicas_in_sync}
     if case == "grads_simclr":
         report["gradient_diff"] = max_diff(gradients(single, None), gradients(mirrored, strategy))
@@ -206,6 +226,11 @@ def main(case):
                                       int(mirrored.queue.num_enqueued.numpy())]
             report["key_encoder_diff"] = max_diff(single.key_encoder.get_weights(),
                                                   mirrored.key_encoder.get_weights())
+        if case == "byol":
+            report["target_diff"] = max_diff(single.target_encoder.get_weights(),
+                                             mirrored.target_encoder.get_weights())
+            report["target_moved"] = max_diff(single.target_encoder.get_weights(),
+                                              initial_target)
         if case == "pcd":
             report["chains_diff"] = max_diff([single.replay_buffer.chains.numpy()],
                                              [mirrored.replay_buffer.chains.numpy()])
