@@ -56,6 +56,18 @@ _INTERLEAVE = 8  # shards read at once by one TFRecord pipeline
 
 def _check_header(contents, name, max_image_pixels):
     """Raises ValueError naming the file when its header is unreadable or too large."""
+    width, height = _header_size(contents, name, max_image_pixels)
+    if width * height > max_image_pixels:
+        raise ValueError(f"{name.numpy().decode('utf-8', 'replace')}: {width}x{height} image "
+                         f"({width * height} pixels) exceeds max_image_pixels="
+                         f"{max_image_pixels}; raise max_image_pixels (--max_image_pixels) "
+                         "to load it")
+    return True
+
+
+def _header_size(contents, name, max_image_pixels):
+    """`[width, height]` from an image's header (animations: the pixels of all frames as
+    the width); ValueError naming the file when the header cannot be read or is too large."""
     contents, name = contents.numpy(), name.numpy().decode("utf-8", "replace")
     limit = datasets._max_file_bytes(max_image_pixels)
     if not contents:
@@ -73,7 +85,8 @@ def _check_header(contents, name, max_image_pixels):
                          + (f" in {frames} frames" if frames > 1 else "")
                          + f") exceeds max_image_pixels={max_image_pixels}; raise "
                          "max_image_pixels (--max_image_pixels) to load it")
-    return True
+    return np.array([pixels // max(height, 1), height] if frames > 1 else [width, height],
+                    np.int64)
 
 
 class _Decoder:
@@ -84,11 +97,53 @@ class _Decoder:
         self.resize = resize
         self.max_image_pixels = max_image_pixels
 
+    def check(self, contents, name):
+        """Asserts the file's size and its header's width x height before decoding.
+
+        PNG and JPEG headers are read in the graph (the formats of nearly every
+        dataset: no Python, no GIL); GIF, BMP and WebP by the folder loader's
+        Python header parser.
+        """
+        limit = datasets._max_file_bytes(self.max_image_pixels)
+        length = tf.cast(tf.strings.length(contents), tf.int64)
+        fits = tf.debugging.Assert(
+            tf.logical_and(length > 0, length <= limit), [tf.strings.join([name, tf.strings.format(
+                f": file of {{}} bytes: empty, or over the {limit} bytes allowed by "
+                f"max_image_pixels={self.max_image_pixels}; raise max_image_pixels "
+                "(--max_image_pixels) to load it", [length])])])
+        with tf.control_dependencies([fits]):
+            head = tf.strings.substr(contents, 0, tf.cast(tf.minimum(length, 24), tf.int32))
+        is_png = tf.logical_and(
+            tf.equal(tf.strings.length(head), 24),
+            tf.equal(tf.strings.substr(head, 0, 16, unit="BYTE"),
+                     b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR"))
+
+        def png():
+            size = tf.cast(tf.io.decode_raw(tf.strings.substr(head, 16, 8), tf.uint8), tf.int64)
+            width = size[0] * 2**24 + size[1] * 2**16 + size[2] * 2**8 + size[3]
+            height = size[4] * 2**24 + size[5] * 2**16 + size[6] * 2**8 + size[7]
+            return tf.stack([width, height])
+
+        def jpeg():
+            shape = tf.cast(tf.image.extract_jpeg_shape(contents), tf.int64)
+            return tf.stack([shape[1], shape[0]])
+
+        def other():
+            size = tf.py_function(lambda c, n: _header_size(c, n, self.max_image_pixels),
+                                  [contents, name], tf.int64)
+            return tf.ensure_shape(size, [2])
+
+        size = tf.cond(is_png, png, lambda: tf.cond(tf.io.is_jpeg(contents), jpeg, other))
+        pixels = size[0] * size[1]
+        return tf.debugging.Assert(
+            pixels <= self.max_image_pixels, [tf.strings.join([name, tf.strings.format(
+                ": {}x{} image ({} pixels) exceeds max_image_pixels="
+                f"{self.max_image_pixels}; raise max_image_pixels (--max_image_pixels) to "
+                "load it", [size[0], size[1], pixels])])])
+
     def __call__(self, contents, name):
         if self.max_image_pixels is not None:
-            ok = tf.py_function(lambda c, n: _check_header(c, n, self.max_image_pixels),
-                                [contents, name], tf.bool)
-            with tf.control_dependencies([ok]):
+            with tf.control_dependencies([self.check(contents, name)]):
                 contents = tf.identity(contents)
         height, width, channels = self.image_shape
         image = tf.io.decode_image(contents, channels=channels, expand_animations=False)
@@ -510,13 +565,15 @@ def file_error(error):
     """
     text = getattr(error, "message", None) or str(error)
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    for line in lines:  # raised by _check_header
+    for line in lines:  # raised by _header_size (GIF, BMP, WebP headers)
         if line.startswith("ValueError: "):
             return line[len("ValueError: "):]
-    for index, line in enumerate(lines):  # the size assertion: its data, one item a line
-        if "size differs" in line and index:
-            return " ".join(lines[index - 1:index + 4])
-    for line in lines:  # a decode error names no file: say so
-        if "decode" in line.lower() or "Invalid" in line:
-            return f"a corrupt or unsupported image ({line[:200]})"
+    for line in lines:  # an in-graph check: "assertion failed: [<file>: <why>]"
+        if "assertion failed: [" in line:
+            return line.split("assertion failed: [", 1)[1].rsplit("]", 1)[0]
+    for line in lines:  # a decode error, which names no file
+        if "Iterator::" in line:
+            cause = line.rsplit("Iterator::", 1)[1].split(": ", 1)[-1][:200]
+            return (f"a corrupt or unsupported image ({cause}); find it with "
+                    "tools/folder_to_tfrecords.py --verify")
     return lines[0][:300] if lines else "a bad image"

@@ -195,3 +195,24 @@ def test_fit_on_a_stream_resumes_to_the_uninterrupted_weights(folder, tmp_path):
     resumed = train(tmp_path / "b", 3)
     for x, y in zip(whole.get_weights(), resumed.get_weights()):
         np.testing.assert_allclose(x, y, atol=1e-6)
+
+
+@pytest.mark.parametrize("contents, expected", [
+    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR" + (5000).to_bytes(4, "big") * 2 + b"\x08\x02"
+     + b"\x00" * 20, "x.img: 5000x5000 image (25000000 pixels) exceeds max_image_pixels=1000"),
+    (b"GIF89a" + (600).to_bytes(2, "little") * 2 + b"\x00" * 20,  # read by the Python parser
+     "x.img: 600x600 image (360000 pixels) exceeds max_image_pixels=1000"),
+    (b"", "x.img: file of 0 bytes: empty"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR" + (10).to_bytes(4, "big") * 2 + b"\x08\x02"
+     + b"\x00" * 3 + b"garbage", "a corrupt or unsupported image (Invalid PNG"),
+])
+def test_each_file_is_checked_before_it_is_decoded(folder, contents, expected):
+    data = keras_ebm.data.load(folder, stream=True, max_image_pixels=1000)
+    images = tf.data.Dataset.from_tensors((tf.constant(contents), tf.constant("x.img")))
+    with pytest.raises(tf.errors.InvalidArgumentError) as error:
+        list(images.map(data._decode))
+    assert streaming.file_error(error.value).startswith(expected)
+    small = tf.io.encode_jpeg(np.zeros((40, 30, 3), np.uint8))  # 1200 pixels > 1000
+    with pytest.raises(tf.errors.InvalidArgumentError) as error:
+        list(tf.data.Dataset.from_tensors((small, tf.constant("y.jpg"))).map(data._decode))
+    assert streaming.file_error(error.value).startswith("y.jpg: 30x40 image (1200 pixels)")

@@ -133,3 +133,23 @@ def test_a_lost_worker_ends_the_chief_with_one_line(tmp_path):
 
 if os.environ.get("KERAS_EBM_SKIP_DISTRIBUTE"):
     pytestmark = pytest.mark.skip("KERAS_EBM_SKIP_DISTRIBUTE is set")
+
+
+def test_two_workers_train_on_a_streamed_folder(tmp_path):
+    # Each worker reads its own files of every epoch (distribute_datasets_from_function;
+    # tests/data/test_streaming.py checks the shares are disjoint and cover the epoch).
+    import numpy as np
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    for i in range(120):
+        os.makedirs(tmp_path / "images" / f"c{i % 3}", exist_ok=True)
+        tf.io.write_file(str(tmp_path / "images" / f"c{i % 3}" / f"{i:04d}.png"),
+                         tf.io.encode_png(rng.integers(0, 256, (8, 8, 1), dtype=np.uint8)))
+    results = run_workers(tmp_path, extra=[f"--dataset=folder:{tmp_path / 'images'}",
+                                           "--stream=always", "--evaluate=false"])
+    for index, (returncode, log) in enumerate(results):
+        assert returncode == 0, f"worker {index} exited with {returncode}:\n{log[-4000:]}"
+        assert "2 replica(s)" in log and "(84 examples" in log, log[-4000:]
+    assert (tmp_path / "w" / "model.keras").is_file()
+    assert (tmp_path / "export" / "1" / "saved_model.pb").is_file()
