@@ -111,7 +111,7 @@ def test_fingerprint_mismatch_names_the_setting_and_other_settings_warn(tmp_path
 
 def test_an_epoch_program_cannot_resume_mid_epoch():
     with pytest.raises(checkpoints.CheckpointMismatch, match="^epoch_program: .* step 3"):
-        training._data_parts(None, 8, 0, 4, 5, False, 1, 3, lambda epoch, steps: (None, 1))
+        training._data_parts(None, 4, 5, 1, 3, lambda epoch, steps: (None, 1))
 
 
 def test_the_workdir_lock_is_exclusive_across_processes_and_reentrant(tmp_path):
