@@ -154,7 +154,7 @@ def _error_lines(stderr):
 
 
 @pytest.mark.parametrize("args,expected", [
-    (["--method=byol"], "--method"),
+    (["--method=no_such_method"], "--method"),
     (["--epochs=0"], "--epochs"),
     (["--learning_rate=nan"], "--learning_rate"),
     (["--no_such_flag=1"], "no_such_flag"),
