@@ -17,7 +17,11 @@ import math
 import keras
 import numpy as np
 
-SSL_METHODS = ("simclr", "moco", "pirl", "contrastive_embedding")
+CONTRASTIVE_METHODS = ("simclr", "moco", "pirl", "contrastive_embedding")
+# The lecture's second class: no negatives; an architecture (BYOL, SimSiam) or a
+# regulariser of the batch's statistics (Barlow Twins, VICReg) prevents collapse.
+NON_CONTRASTIVE_METHODS = ("byol", "simsiam", "barlow_twins", "vicreg")
+SSL_METHODS = CONTRASTIVE_METHODS + NON_CONTRASTIVE_METHODS
 EBM_METHODS = ("cd", "pcd", "nce", "ratio_matching", "mpf", "ml", "dae")
 METHODS = SSL_METHODS + EBM_METHODS
 BINARY_ONLY_METHODS = ("ratio_matching", "mpf", "ml")
@@ -48,6 +52,15 @@ PRESETS = {
              "bank_momentum": 0.5, "loss_weight": 0.5, "nce_form": "nce", "jigsaw_resize": None,
              "jigsaw_patch_size": None, "patch_dim": 128},
     "contrastive_embedding": {"projection_batch_norm": True, "energy": "cosine", "margin": 0.5},
+    # The predictor q maps z to z's dimension through these hidden widths (with batch norm).
+    "byol": {"projection_batch_norm": True, "predictor_hidden_dims": (512,), "tau_base": 0.99},
+    # SimSiam's projection ends with batch norm (its output BN); q is a bottleneck.
+    "simsiam": {"projection_batch_norm": True, "predictor_hidden_dims": (128,),
+                "simsiam_stop_gradient": True},
+    "barlow_twins": {"projection_batch_norm": True, "barlow_lambda": 5e-3,
+                     "barlow_scale_loss": 1.0},
+    "vicreg": {"projection_batch_norm": True, "sim_coeff": 25.0, "std_coeff": 25.0,
+               "cov_coeff": 1.0},
     "cd": {"persistent": False},
     "pcd": {"persistent": True},
     "nce": {"noise_ratio": 1.0},
@@ -76,7 +89,11 @@ RANGES = [(name, 0, None, False, False) for name in (
     ("margin", 0, None, True, False), ("momentum", 0, 1, False, True),
     ("bank_momentum", 0, 1, False, True), ("loss_weight", 0, 1, False, False),
     ("crop_scale_min", 0, 1, True, False), ("blur_probability", 0, 1, False, False),
-    ("grayscale_probability", 0, 1, False, False), ("rollback_lr_factor", 0, 1, True, True)]
+    ("grayscale_probability", 0, 1, False, False), ("rollback_lr_factor", 0, 1, True, True),
+    ("tau_base", 0, 1, False, False), ("barlow_lambda", 0, None, False, False),
+    ("barlow_scale_loss", 0, None, True, False), ("sim_coeff", 0, None, False, False),
+    ("std_coeff", 0, None, False, False), ("cov_coeff", 0, None, False, False),
+    ("collapse_min_rank", 0, None, False, False)]
 
 
 # Upper bounds of the settings that size memory (a typo of 10**9 chains fails at once,
@@ -88,11 +105,12 @@ MAXIMA = {"batch_size": 65536, "queue_size": 2**20, "num_negatives": 2**20,
           "grid_size": 4000, "toy_train_samples": 10**7, "toy_test_samples": 10**7,
           "steps_per_epoch": 10**8, "keep_checkpoints": 1000, "probe_draws": 1000,
           "max_train_examples": 10**9, "max_image_pixels": 2**31}
-MAX_WIDTH = 65536  # each entry of projection_hidden_dims and energy_hidden_units
+MAX_WIDTH = 65536  # each entry of projection_, predictor_hidden_dims and energy_hidden_units
 # The settings that shape the training state: a checkpoint written with other values
 # cannot be resumed (keras_ebm.checkpoints.CheckpointMismatch names the setting).
 STATE_SETTINGS = ("method", "input_shape", "backbone", "projection_dim",
-                  "projection_hidden_dims", "projection_batch_norm", "queue_size", "bn_splits",
+                  "projection_hidden_dims", "projection_batch_norm", "predictor_hidden_dims",
+                  "queue_size", "bn_splits",
                   "num_negatives", "patch_dim", "jigsaw_resize", "jigsaw_patch_size",
                   "num_hidden", "energy_hidden_units", "spectral_normalization", "persistent",
                   "num_chains", "optimizer", "batch_size", "seed")
@@ -117,11 +135,12 @@ def check_settings(settings):
     if backbone is not None and backbone not in registry.BACKBONES:
         raise SettingError(f"backbone={backbone!r} is unknown; choose one of "
                            f"{', '.join(registry.BACKBONES)}")
-    try:
-        if any(int(d) < 1 for d in settings.get("projection_hidden_dims") or ()):
-            raise ValueError
-    except ValueError:
-        raise SettingError("projection_hidden_dims must be positive integers") from None
+    for name in ("projection_hidden_dims", "predictor_hidden_dims"):
+        try:
+            if any(int(d) < 1 for d in settings.get(name) or ()):
+                raise ValueError
+        except ValueError:
+            raise SettingError(f"{name} must be positive integers") from None
     if settings.get("bn_splits") and settings.get("batch_size") and (
             settings["batch_size"] < settings["bn_splits"]):
         raise SettingError(f"batch_size={settings['batch_size']} must be >= "
@@ -132,7 +151,7 @@ def check_settings(settings):
     for name, high in MAXIMA.items():
         if settings.get(name) is not None and settings[name] > high:
             raise SettingError(f"{name}={settings[name]} must be <= {high} (it sizes memory)")
-    for name in ("projection_hidden_dims", "energy_hidden_units"):
+    for name in ("projection_hidden_dims", "predictor_hidden_dims", "energy_hidden_units"):
         widths = [int(w) for w in settings.get(name) or () if str(w).strip().isdigit()]
         if any(w > MAX_WIDTH for w in widths):
             raise SettingError(f"{name} entries must be <= {MAX_WIDTH} (they size memory)")
@@ -277,7 +296,32 @@ def check_data(method, config, x_train):
                            "or larger")
 
 
-def build_ssl(method, config, image_shape, num_train):
+def build_predictor(config):
+    """BYOL's and SimSiam's predictor q: z -> p of z's dimension (hidden batch norm)."""
+    from keras_ebm.layers import ProjectionHead
+
+    return ProjectionHead(hidden_dims=[int(d) for d in config["predictor_hidden_dims"]],
+                          output_dim=config["projection_dim"], batch_norm=True, name="predictor")
+
+
+def build_non_contrastive(method, config, encoder, head, common, steps_per_epoch):
+    from keras_ebm import methods
+
+    if method == "byol":
+        total_steps = max(1, int(config["epochs"]) * int(steps_per_epoch))
+        return methods.BYOL(encoder, head, build_predictor(config), total_steps=total_steps,
+                            tau_base=config["tau_base"], **common)
+    if method == "simsiam":
+        return methods.SimSiam(encoder, head, build_predictor(config),
+                               stop_gradient=config["simsiam_stop_gradient"], **common)
+    if method == "barlow_twins":
+        return methods.BarlowTwins(encoder, head, lambda_=config["barlow_lambda"],
+                                   scale_loss=config["barlow_scale_loss"], **common)
+    return methods.VICReg(encoder, head, sim_coeff=config["sim_coeff"],
+                          std_coeff=config["std_coeff"], cov_coeff=config["cov_coeff"], **common)
+
+
+def build_ssl(method, config, image_shape, num_train, steps_per_epoch=1):
     import keras_ebm
 
     jigsaw = make_jigsaw(config) if method == "pirl" else None
@@ -289,13 +333,15 @@ def build_ssl(method, config, image_shape, num_train):
     head = keras_ebm.layers.ProjectionHead(
         hidden_dims=[int(d) for d in config["projection_hidden_dims"]],
         output_dim=config["projection_dim"], batch_norm=config["projection_batch_norm"],
-        name="projection_head")
+        output_batch_norm=method == "simsiam", name="projection_head")
     augmenter = None if not config["augment"] else keras_ebm.data.make_augmenter(
         image_shape, strength=config["augment_strength"],
         crop_scale=(config["crop_scale_min"], 1.0), flip=config["flip"],
         grayscale_probability=config["grayscale_probability"],
         blur_probability=config["blur_probability"], seed=config["seed"])
     common = {"augmenter": augmenter, "input_shape": tuple(image_shape), "name": method}
+    if method in NON_CONTRASTIVE_METHODS:
+        return build_non_contrastive(method, config, encoder, head, common, steps_per_epoch)
     if method == "simclr":
         return keras_ebm.methods.SimCLR(encoder, head, temperature=config["temperature"],
                                         **common)
@@ -442,7 +488,8 @@ def build(method, x_train, compile=True, steps_per_epoch=None, **overrides):  # 
     x_train = np.asarray(x_train)
     check_data(method, config, x_train)
     if method in SSL_METHODS:
-        model = build_ssl(method, config, x_train.shape[1:], len(x_train))
+        model = build_ssl(method, config, x_train.shape[1:], len(x_train), steps_per_epoch or (
+            default_steps_per_epoch(config, len(x_train))))
         family = "ssl"
     else:
         model = build_ebm(method, config, x_train, data_kind(x_train))
@@ -453,6 +500,38 @@ def build(method, x_train, compile=True, steps_per_epoch=None, **overrides):  # 
         model.compile(optimizer=build_optimizer(config, steps, family=family),
                       jit_compile=config["jit_compile"])
     return model
+
+
+def held_batch(data, examples=512):
+    """The first `examples` training images of `data` (an array or a dataset of `data.load`)."""
+    if hasattr(data, "labelled"):  # in memory or streamed: the first batch, in order
+        images, _ = next(iter(data.labelled("train", batch_size=examples, max_examples=examples)))
+        return np.asarray(images)
+    return np.asarray(data[:examples])
+
+
+def collapse_monitor(data, examples=512, min_effective_rank=1.05, raise_error=True, **kwargs):
+    """A `keras_ebm.evaluation.CollapseMonitor` on a fixed batch of `data`'s training images.
+
+    Each epoch end it records the effective rank (RankMe) and the std of the
+    L2-normalised encoder embeddings of the first `examples` training images
+    (`effective_rank`, `embedding_std` in History and TensorBoard); at a collapse
+    it restores the last good epoch's weights and, with `raise_error`, raises
+    `CollapseError` (`keras_ebm.training.fit` runs it before the checkpoint, so
+    the collapsed epoch is not saved). `kwargs` go to `CollapseMonitor`.
+
+    Example:
+
+    >>> model = keras_ebm.presets.build("simsiam", x_train, epochs=100)
+    >>> keras_ebm.training.fit(model, x_train, workdir="runs/simsiam", epochs=100,
+    ...                        batch_size=256,
+    ...                        callbacks=[keras_ebm.presets.collapse_monitor(x_train)])
+    """
+    from keras_ebm.evaluation.collapse import CollapseMonitor
+
+    return CollapseMonitor(x_held=held_batch(data, examples),
+                           min_effective_rank=min_effective_rank, raise_error=raise_error,
+                           **kwargs)
 
 
 def optimizer_factory(method, steps_per_epoch, **overrides):

@@ -50,6 +50,7 @@ from keras_ebm.checkpoints import CheckpointMismatch
 from keras_ebm.checkpoints import WorkdirBusy
 from keras_ebm.checkpoints import WorkdirLock
 from keras_ebm.data.datasets import epoch_ordered_batches
+from keras_ebm.evaluation.collapse import CollapseMonitor
 
 __all__ = ["CheckpointError", "CheckpointMismatch", "Diverged", "Preempted", "TrainingResult",
            "WorkdirBusy", "WorkdirLock", "epoch_ordered_dataset", "fit", "save_model"]
@@ -252,7 +253,9 @@ def fit(model, x, *, workdir, epochs, batch_size, optimizer=None, seed=0, steps_
         rollback_lr_factor: float in (0, 1), learning-rate factor per rollback.
         jit_compile: passed to `compile` when `optimizer` is given. Defaults to "auto".
         tensorboard: bool, write epoch scalars to `<workdir>/tb`. Defaults to True.
-        callbacks: more Keras callbacks.
+        callbacks: more Keras callbacks. A `keras_ebm.evaluation.CollapseMonitor`
+            among them runs before the checkpoint and TensorBoard (see
+            `keras_ebm.presets.collapse_monitor`); its `CollapseError` propagates.
         verbose: `model.fit` verbosity. Defaults to "auto".
         dataset_fn: None, or `dataset_fn(initial_epoch, steps) -> (dataset,
             fit_steps_per_epoch)` to feed other epoch-ordered data (e.g.
@@ -331,6 +334,10 @@ def fit(model, x, *, workdir, epochs, batch_size, optimizer=None, seed=0, steps_
             rollbacks = _roll_back(checkpoint_dir, earlier, rollbacks, max_rollbacks,
                                    rollback_lr_factor, chief)
         restart_from_scratch = False
+        # A collapse monitor runs before the checkpoint (a collapsed epoch is not saved)
+        # and TensorBoard (which then logs its effective rank).
+        monitors = [c for c in callbacks if isinstance(c, CollapseMonitor)]
+        others = [c for c in callbacks if not isinstance(c, CollapseMonitor)]
         history = keras.callbacks.History()
         history.history, history.epoch = {}, []
         while True:
@@ -361,7 +368,8 @@ def fit(model, x, *, workdir, epochs, batch_size, optimizer=None, seed=0, steps_
                         backup.step_offset = offset
                         part = model.fit(data, epochs=end, initial_epoch=first,
                                          steps_per_epoch=fit_steps, shuffle=False,
-                                         callbacks=[guard, backup, *extra, *callbacks],
+                                         callbacks=[guard, *monitors, backup, *extra,
+                                                    *others],
                                          verbose=verbose)
                         for key, values in part.history.items():
                             history.history.setdefault(key, []).extend(values)

@@ -78,3 +78,76 @@ def test_ssl_rollback_restarts_from_the_last_good_checkpoint(tmp_path):
         PoisonOnce.done = False
         training.fit(presets.build("moco", x, **settings), x, workdir=str(tmp_path / "b"),
                      epochs=3, batch_size=16, callbacks=[PoisonOnce()], verbose=0)
+
+
+NON_CONTRASTIVE = dict(backbone="tiny_cnn", epochs=2, batch_size=16, projection_hidden_dims=(8,),
+                       projection_dim=4)
+
+
+@pytest.mark.parametrize("method", presets.NON_CONTRASTIVE_METHODS)
+def test_non_contrastive_presets_build_train_and_fingerprint(tmp_path, method):
+    import keras_ebm
+
+    x = np.random.default_rng(0).random((64, 8, 8, 1)).astype("float32")
+    settings = dict(NON_CONTRASTIVE, **({"predictor_hidden_dims": (8,)}
+                                        if method in ("byol", "simsiam") else {}))
+    model = presets.build(method, x, steps_per_epoch=4, **settings)
+    cls = {"byol": keras_ebm.methods.BYOL, "simsiam": keras_ebm.methods.SimSiam,
+           "barlow_twins": keras_ebm.methods.BarlowTwins, "vicreg": keras_ebm.methods.VICReg}
+    assert type(model) is cls[method]
+    if method == "byol":
+        assert model.total_steps == 2 * 4 and model.tau_base == 0.99
+    if method == "simsiam":
+        assert model.stop_gradient and model.projection_head.output_batch_norm
+        assert not presets.build(method, x, simsiam_stop_gradient=False, **settings).stop_gradient
+    result = training.fit(model, x, workdir=str(tmp_path), epochs=2, batch_size=16, verbose=0,
+                          callbacks=[presets.collapse_monitor(x, examples=32)])
+    assert np.isfinite(result.history.history["loss"]).all()
+    assert len(result.history.history["effective_rank"]) == 2
+    state, _ = presets.fingerprint(method, presets.resolve(method, settings), (8, 8, 1))
+    if method in ("byol", "simsiam"):
+        assert state["predictor_hidden_dims"] == (8,)
+
+
+@pytest.mark.parametrize("setting,message", [
+    ({"tau_base": 1.5}, "tau_base=1.5 must be >= 0 and <= 1"),
+    ({"barlow_lambda": -1.0}, "barlow_lambda=-1.0 must be >= 0"),
+    ({"barlow_scale_loss": 0.0}, "barlow_scale_loss=0.0 must be > 0"),
+    ({"sim_coeff": -1.0}, "sim_coeff=-1.0 must be >= 0"),
+    ({"std_coeff": float("inf")}, "std_coeff=inf must be a finite number"),
+    ({"cov_coeff": -0.5}, "cov_coeff=-0.5 must be >= 0"),
+    ({"predictor_hidden_dims": ["0"]}, "predictor_hidden_dims must be positive integers"),
+    ({"predictor_hidden_dims": ["99999999"]}, "predictor_hidden_dims entries must be <="),
+])
+def test_non_contrastive_settings_are_range_checked(setting, message):
+    with pytest.raises(presets.SettingError, match=message):
+        presets.check_settings(setting)
+
+
+def test_collapse_monitor_restores_the_last_good_epoch_before_its_checkpoint(tmp_path):
+    # The held batch's embeddings turn constant at the third epoch end: the monitor restores
+    # epoch 2's weights and raises before epoch 3 is checkpointed.
+    from keras_ebm.evaluation import CollapseError
+
+    x = np.random.default_rng(0).random((64, 8, 8, 1)).astype("float32")
+    model = presets.build("vicreg", x, **NON_CONTRASTIVE)
+    calls = []
+
+    def embed(images):
+        calls.append(1)
+        return np.ones((len(images), 4)) if len(calls) > 3 else model.encoder(images)
+
+    monitor = presets.collapse_monitor(x, examples=32, embed=embed, batch_size=32)
+    weights = []
+    saver = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: weights.append(model.get_weights()))
+    with pytest.raises(CollapseError, match="collapse at epoch 3.*restored the weights of "
+                                            "epoch 2"):
+        training.fit(model, x, workdir=str(tmp_path), epochs=4, batch_size=16, verbose=0,
+                     callbacks=[monitor, saver])
+    assert len(weights) == 2  # the collapsed epoch reached no later callback
+    for restored, kept in zip(model.get_weights(), weights[-1]):
+        np.testing.assert_array_equal(restored, kept)
+    from keras_ebm import checkpoints
+
+    assert checkpoints.checkpoint_position(str(tmp_path / "checkpoints"))[0] == 2

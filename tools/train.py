@@ -11,7 +11,8 @@ Flags -> `keras_ebm.presets.build` -> `keras_ebm.training.fit` -> evaluation ->
 metrics.json; exports a SavedModel to <export_dir>/<version>/.
 
 Bad input prints one line naming the flag or file, exits with status 2 and
-writes no export; a diverged run exits with status 1 and exports nothing.
+writes no export; a diverged run, or a collapsed one (--collapse_monitor: the effective
+rank of 512 training images' embeddings, each epoch), exits with status 1 and exports nothing.
 """
 
 import contextlib
@@ -153,6 +154,8 @@ def run(strategy, chief, workdir, export_dir):
     print(f"Training {FLAGS.method} on {FLAGS.dataset} ({len(x_train)} examples, {steps} "
           f"steps/epoch, {config['epochs']} epochs" + (f", backbone {config['backbone']}, "
           f"{strategy.num_replicas_in_sync} replica(s))" if ssl else ")"), flush=True)
+    monitor = [presets.collapse_monitor(dataset, min_effective_rank=FLAGS.collapse_min_rank)
+               ] if ssl and FLAGS.collapse_monitor else []
     start = time.perf_counter()
     try:
         result = training.fit(
@@ -162,7 +165,7 @@ def run(strategy, chief, workdir, export_dir):
             keep_checkpoints=FLAGS.keep_checkpoints, on_divergence=FLAGS.on_divergence,
             max_rollbacks=FLAGS.max_rollbacks, rollback_lr_factor=FLAGS.rollback_lr_factor,
             optimizer=presets.optimizer_factory(FLAGS.method, steps, **overrides()),
-            jit_compile=config["jit_compile"], callbacks=EXTRA_CALLBACKS,
+            jit_compile=config["jit_compile"], callbacks=[*monitor, *EXTRA_CALLBACKS],
             verbose=1 if sys.stdout.isatty() else 2, dataset_fn=dataset_fn, chief=chief,
             fingerprint={**state, "dataset": FLAGS.dataset, "num_examples": len(x_train)},
             settings=settings, warn=lambda line: print(f"train.py: {line}", file=sys.stderr))
@@ -170,7 +173,7 @@ def run(strategy, chief, workdir, export_dir):
         raise UsageError(f"--{error}" if error.name in FLAGS else str(error)) from None
     except training.CheckpointError as error:
         raise UsageError(f"--workdir: {error}") from None
-    except training.Diverged as error:
+    except (training.Diverged, probes.CollapseError) as error:
         fail(f"{error}; nothing was exported (the last good epoch's checkpoint is in "
              f"{os.path.join(workdir, 'checkpoints')})", status=1)
     except tf.errors.OpError as error:
@@ -196,6 +199,8 @@ def run(strategy, chief, workdir, export_dir):
     metrics = {"method": FLAGS.method, "dataset": FLAGS.dataset, "epochs": config["epochs"],
                "batch_size": config["batch_size"], "train_seconds": round(seconds, 1),
                "rollbacks": result.rollbacks, **{f"final_{k}": v for k, v in history.items()},
+               **{k: [float(v) for v in result.history.history[k]] for k in (
+                   "effective_rank", "embedding_std") if k in result.history.history},
                **({"backbone": config["backbone"], "replicas": strategy.num_replicas_in_sync}
                   if ssl else {})}
     if ssl and FLAGS.evaluate:

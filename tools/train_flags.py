@@ -63,11 +63,26 @@ for _name, _help in [("learning_rate", "Peak learning rate"), ("weight_decay", "
                      ("augment_strength", "Colour-jitter strength s"),
                      ("crop_scale_min", "Smallest area fraction of the random resized crop"),
                      ("blur_probability", "Probability of a Gaussian blur"),
-                     ("grayscale_probability", "Probability of converting to grayscale")]:
+                     ("grayscale_probability", "Probability of converting to grayscale"),
+                     ("tau_base", "BYOL: EMA coefficient of the target at step 0 (cosine to 1)"),
+                     ("barlow_lambda", "Barlow Twins: weight of the off-diagonal terms"),
+                     ("barlow_scale_loss", "Barlow Twins: factor on the whole loss"),
+                     ("sim_coeff", "VICReg: weight of the invariance (MSE) term"),
+                     ("std_coeff", "VICReg: weight of the variance (std hinge) term"),
+                     ("cov_coeff", "VICReg: weight of the covariance term")]:
     flags.DEFINE_float(_name, None, f"{_help} (default: {PRESET}).")
 flags.DEFINE_enum("nce_form", None, ["nce", "infonce"], "PIRL: the lecture's NCE or InfoNCE.")
 flags.DEFINE_enum("energy", None, ["cosine", "l2"], "ContrastiveEmbedding: 1 - cos or |a - b|.")
 flags.DEFINE_list("projection_hidden_dims", None, "Hidden widths of the projection head.")
+flags.DEFINE_list("predictor_hidden_dims", None, "BYOL, SimSiam: hidden widths of the predictor "
+                  f"q (default: {PRESET}).")
+flags.DEFINE_bool("simsiam_stop_gradient", None, "SimSiam: stop-gradient on the projection; "
+                  "--nosimsiam_stop_gradient is the paper's ablation, which collapses.")
+flags.DEFINE_bool("collapse_monitor", True, "Self-supervised methods: each epoch end, the "
+                  "effective rank and embedding std of 512 training images; at a collapse the "
+                  "run stops (status 1), the last good weights restored, nothing exported.")
+flags.DEFINE_float("collapse_min_rank", 1.05, "--collapse_monitor: collapse below this "
+                   "effective rank (or an embedding std below 1e-3 / sqrt(D)).")
 flags.DEFINE_bool("projection_batch_norm", None, f"Batch norm in the head (default: {PRESET}).")
 flags.DEFINE_bool("flip", None, f"Random horizontal flips (default: {PRESET}).")
 flags.DEFINE_bool("evaluate", True, "Run the linear probes and kNN after training.")

@@ -120,8 +120,8 @@ class CollapseMonitor(keras.callbacks.Callback):
     ``patience`` collapsed epochs in a row it restores the weights of the
     last epoch that was not collapsed (kept as TensorFlow variables at each
     such epoch end; "epoch 0" is the state before the first epoch), sets
-    ``model.stop_training``, stores a one-line `message` (also logged) and,
-    with ``raise_error``, raises `CollapseError`. Epochs are numbered from 1,
+    ``model.stop_training``, stores a one-line `message` and logs it or,
+    with ``raise_error``, raises `CollapseError` with it. Epochs are numbered from 1,
     as Keras's progress bar shows them.
 
     The default thresholds are provisional: they separate a fully collapsed
@@ -299,10 +299,10 @@ class CollapseMonitor(keras.callbacks.Callback):
             self.restored_epoch = self._good_epoch
             self.message += f"; restored the weights of epoch {self._good_epoch}"
         self.stopped_epoch = number
-        logging.error(self.message)
         self.model.stop_training = True
-        if self.raise_error:
+        if self.raise_error:  # the message goes with the error (one report, not two)
             raise CollapseError(self.message)
+        logging.error(self.message)
 
     def get_config(self):
         return {"min_effective_rank": self.min_effective_rank, "min_std": self.min_std,

@@ -25,13 +25,17 @@ def run_in_process(module, args):
 
 
 SSL_CONFIGS = ["moco", "simclr", "moco_cifar10", "simclr_cifar10", "pirl", "pirl_imagenet",
-               "simclr_imagenet", "contrastive_embedding", "contrastive_embedding_l2"]
+               "simclr_imagenet", "contrastive_embedding", "contrastive_embedding_l2",
+               "byol", "simsiam", "barlow_twins", "vicreg", "byol_cifar10", "simsiam_cifar10",
+               "barlow_twins_cifar10", "vicreg_cifar10"]
 # Extra smoke-test flags per SSL config: a small bank and jigsaw, a small mocked ImageNet.
 SSL_SMOKE = {
     "pirl": ["--num_negatives=32", "--patch_dim=8"],
     "pirl_imagenet": ["--num_negatives=32", "--patch_dim=8", "--image_size=32",
                       "--jigsaw_resize=36", "--jigsaw_patch_size=10"],
     "simclr_imagenet": ["--image_size=32"],  # streamed (--stream=always), as pirl_imagenet
+    **{name: ["--predictor_hidden_dims=8"] for name in (
+        "byol", "simsiam", "byol_cifar10", "simsiam_cifar10")},
 }
 EBM_CONFIGS = sorted(os.path.basename(name)[:-len(".flags")] for name in os.listdir(CONFIGS)
                      if name.endswith(".flags")
@@ -77,6 +81,9 @@ def test_flagfile_runs_a_few_steps(train_module, tmp_path, config):
                                           f"{metrics['method']} (trained)"}
     assert (workdir / "model.keras").exists()
     assert os.listdir(workdir / "tb")
+    # The collapse monitor (on by default) logs the held batch's effective rank per epoch.
+    assert len(metrics["effective_rank"]) == 1
+    assert metrics["final_effective_rank"] == metrics["effective_rank"][-1] > 1.05
     # The SavedModel maps `images` to `embeddings`, without keras_ebm.
     loaded = tf.saved_model.load(str(export_dir / "1"))
     serve = loaded.signatures["serving_default"]
@@ -111,6 +118,19 @@ def test_paper_scale_configs_say_what_the_paper_says(train_module):
         assert head.startswith("#")
 
 
+@pytest.mark.parametrize("config,published", [
+    ("byol_cifar10", "92.58"), ("simsiam_cifar10", "90.51"), ("barlow_twins_cifar10", "92.10"),
+    ("vicreg_cifar10", "92.07")])
+def test_non_contrastive_cifar10_configs_are_solo_learns(train_module, config, published):
+    train_module.FLAGS.unparse_flags()
+    train_module.FLAGS(["train.py", f"--flagfile={CONFIGS}/{config}.flags"])
+    flags = train_module.FLAGS
+    assert (flags.backbone, flags.batch_size, flags.epochs) == ("resnet18_cifar", 256, 1000)
+    assert flags.method == config[:-len("_cifar10")] and flags.collapse_monitor
+    with open(f"{CONFIGS}/{config}.flags") as f:
+        assert published in f.read()
+
+
 def test_pirl_imagenet_config_says_what_the_paper_says(train_module):
     train_module.FLAGS.unparse_flags()
     train_module.FLAGS(["train.py", f"--flagfile={CONFIGS}/pirl_imagenet.flags"])
@@ -134,7 +154,7 @@ def _error_lines(stderr):
 
 
 @pytest.mark.parametrize("args,expected", [
-    (["--method=byol"], "--method"),
+    (["--method=no_such_method"], "--method"),
     (["--epochs=0"], "--epochs"),
     (["--learning_rate=nan"], "--learning_rate"),
     (["--no_such_flag=1"], "no_such_flag"),
@@ -190,3 +210,21 @@ def test_divergence_stops_with_the_step_and_quantity_and_exports_nothing(tmp_pat
     assert "nothing was exported" in last and "Traceback" not in result.stderr
     assert not (tmp_path / "e").exists()
     assert not (tmp_path / "w" / "model.keras").exists()
+
+
+def test_collapse_stops_with_one_line_exit_1_and_exports_nothing(tmp_path):
+    # Every epoch counts as collapsed under an unreachable rank threshold: the CLI path of a
+    # collapse (the real one, SimSiam without its stop-gradient, is in docs/methods/simsiam.md).
+    result = run_cli("--flagfile=configs/simsiam.flags", *SMOKE, "--predictor_hidden_dims=8",
+                     "--nosimsiam_stop_gradient", "--collapse_min_rank=1e9", "--epochs=3",
+                     "--noevaluate", f"--workdir={tmp_path / 'w'}",
+                     f"--export_dir={tmp_path / 'e'}", cwd=ROOT)
+    assert result.returncode == 1, result.stderr[-2000:]
+    lines = _error_lines(result.stderr)
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("train.py: Representation collapse at epoch 1: effective rank ")
+    assert "< 1e+09" in lines[0] and "nothing was exported" in lines[0]
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "e").exists()
+    assert not (tmp_path / "w" / "model.keras").exists()
+    assert not (tmp_path / "w" / "metrics.json").exists()
