@@ -15,8 +15,15 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 import keras_ebm  # noqa: F401  (registers the classes model.keras needs)
-from tests.tools.test_train import CONFIGS
-from tests.tools.test_train import run_in_process
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CONFIGS = os.path.join(ROOT, "configs")
+
+
+def run_in_process(module, args):
+    module.FLAGS.unparse_flags()
+    module.FLAGS(["train.py", *args])
+    module.main([])
+
 
 # Two steps of 4 images at the configs' 224 px and ResNet-50; the bank and the head are
 # the config's except for what 48 mocked images cannot hold.
@@ -56,7 +63,6 @@ def test_paper_scale_config_runs_two_steps_at_224_streamed(train_module, tmp_pat
     assert serve(images=tf.random.uniform((1, 224, 224, 3)))["embeddings"].shape[0] == 1
 
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Runs tools/train.py with a callback that kills its own process (SIGKILL, no clean-up)
 # after `step` batches of epoch `epoch`: a kill -9 at a known point, mid-epoch.
 KILLER = """
