@@ -153,11 +153,13 @@ class _Decoder:
                                      0.0, 1.0)
         else:
             shape = tf.shape(image)
-            tf.debugging.Assert(
+            same = tf.debugging.Assert(
                 tf.logical_and(tf.equal(shape[0], height), tf.equal(shape[1], width)),
-                [name, tf.constant(f": size differs from {height}x{width} of the first "
-                                   "image; pass --image_size to resize all images, got"),
-                 shape[0], shape[1]])
+                [tf.strings.join([name, tf.strings.format(
+                    f": size {{}}x{{}} differs from {height}x{width} of the first image; "
+                    "pass --image_size to resize all images", [shape[0], shape[1]])])])
+            with tf.control_dependencies([same]):
+                image = tf.identity(image)
         return tf.ensure_shape(image, self.image_shape)
 
 

@@ -216,3 +216,19 @@ def test_each_file_is_checked_before_it_is_decoded(folder, contents, expected):
     with pytest.raises(tf.errors.InvalidArgumentError) as error:
         list(tf.data.Dataset.from_tensors((small, tf.constant("y.jpg"))).map(data._decode))
     assert streaming.file_error(error.value).startswith("y.jpg: 30x40 image (1200 pixels)")
+
+
+def test_an_image_of_another_size_is_named_unless_resized(tmp_path):
+    spec = write_folder(tmp_path / "images", classes=1, per_class=6, size=10)
+    odd = tmp_path / "images" / "class0" / "003.png"
+    tf.io.write_file(str(odd), tf.io.encode_png(np.zeros((12, 12, 3), np.uint8)))
+    data = keras_ebm.data.load(spec, stream=True)
+    assert data.image_shape == (10, 10, 3)
+    with pytest.raises(tf.errors.InvalidArgumentError) as error:
+        for split in ("train", "test"):
+            list(data.labelled(split))
+    assert streaming.file_error(error.value) == (
+        f"{odd}: size 12x12 differs from 10x10 of the first image; pass --image_size to "
+        "resize all images")
+    resized = keras_ebm.data.load(spec, stream=True, image_size=10)
+    assert sum(len(x) for split in ("train", "test") for x, _ in resized.labelled(split)) == 6
