@@ -358,7 +358,8 @@ def _images_to_float(images, spec, size):
     return np.clip(np.stack(converted), 0.0, 1.0)
 
 
-def _load_tfds(spec, name, data_dir, size, max_train_examples=None):
+def tfds_builder(spec, name, data_dir):
+    """The TFDS builder of `name`, or a one-line `DataError` naming `spec`."""
     import tensorflow_datasets as tfds
 
     if not name:
@@ -370,6 +371,13 @@ def _load_tfds(spec, name, data_dir, size, max_train_examples=None):
     except Exception as error:  # e.g. a bad version or config
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise DataError(f"{spec}: cannot build the TFDS dataset: {message}") from None
+    return builder
+
+
+def _load_tfds(spec, name, data_dir, size, max_train_examples=None):
+    import tensorflow_datasets as tfds
+
+    builder = tfds_builder(spec, name, data_dir)
 
     def load_split(split):
         return tfds.load(name, split=split, as_supervised=True, data_dir=data_dir)

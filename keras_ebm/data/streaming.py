@@ -459,15 +459,7 @@ def _stream_tfds(spec, name, data_dir, size, max_train_examples, max_image_pixel
                  shuffle_buffer):
     import tensorflow_datasets as tfds
 
-    if not name:
-        raise DataError(f"{spec}: missing dataset name, e.g. 'tfds:cifar10'")
-    try:
-        builder = tfds.builder(name, data_dir=data_dir)
-    except tfds.core.registered.DatasetNotFoundError:
-        raise DataError(f"{spec}: no such TFDS dataset") from None
-    except Exception as error:  # e.g. a bad version or config
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise DataError(f"{spec}: cannot build the TFDS dataset: {message}") from None
+    builder = datasets.tfds_builder(spec, name, data_dir)
     features = builder.info.features
     if not features or "image" not in features or "label" not in features:
         raise DataError(f"{spec}: streaming needs 'image' and 'label' features")
