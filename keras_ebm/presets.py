@@ -510,28 +510,49 @@ def held_batch(data, examples=512):
     return np.asarray(data[:examples])
 
 
-def collapse_monitor(data, examples=512, min_effective_rank=1.05, raise_error=True, **kwargs):
+# Collapse threshold of the CLI and `collapse_monitor`: a rank below this
+# fraction of the highest rank the same representation (encoder embeddings or
+# projections) reached in the run. Set from measurements on the embedded
+# digits (docs/methods/README.md, "Collapse"): healthy runs of the 8
+# self-supervised configs x 3 seeds against SimSiam without stop-gradient,
+# whose projections fall from about 80 to rank 4.8.
+COLLAPSE_MIN_RANK_RATIO = 0.15
+
+
+def collapse_monitor(data, examples=512, min_effective_rank=1.05,
+                     min_rank_ratio=COLLAPSE_MIN_RANK_RATIO, raise_error=True, knn=True,
+                     knn_examples=5000, **kwargs):
     """A `keras_ebm.evaluation.CollapseMonitor` on a fixed batch of `data`'s training images.
 
     Each epoch end it records the effective rank (RankMe) and the std of the
-    L2-normalised encoder embeddings of the first `examples` training images
-    (`effective_rank`, `embedding_std` in History and TensorBoard); at a collapse
-    it restores the last good epoch's weights and, with `raise_error`, raises
-    `CollapseError` (`keras_ebm.training.fit` runs it before the checkpoint, so
-    the collapsed epoch is not saved). `kwargs` go to `CollapseMonitor`.
+    L2-normalised encoder embeddings and projections of the first `examples`
+    training images (`effective_rank`, `embedding_std`, `projection_rank`,
+    `projection_std` in History and TensorBoard); a rank below
+    `min_effective_rank`, or below `min_rank_ratio` times the highest rank
+    that representation reached in the run, is a collapse: it restores the last good epoch's
+    weights and, with `raise_error`, raises `CollapseError`
+    (`keras_ebm.training.fit` runs it before the checkpoint, so the collapsed
+    epoch is not saved). With `knn` and a labelled dataset of
+    `keras_ebm.data.load` it also logs `knn_accuracy` (test split against
+    train split, at most `knn_examples` of each) every 5 epochs; labels are
+    used for monitoring only. `kwargs` go to `CollapseMonitor`.
 
     Example:
 
-    >>> model = keras_ebm.presets.build("simsiam", x_train, epochs=100)
-    >>> keras_ebm.training.fit(model, x_train, workdir="runs/simsiam", epochs=100,
+    >>> data = keras_ebm.data.load("digits")
+    >>> model = keras_ebm.presets.build("simsiam", data, epochs=100)
+    >>> keras_ebm.training.fit(model, data, workdir="runs/simsiam", epochs=100,
     ...                        batch_size=256,
-    ...                        callbacks=[keras_ebm.presets.collapse_monitor(x_train)])
+    ...                        callbacks=[keras_ebm.presets.collapse_monitor(data)])
     """
     from keras_ebm.evaluation.collapse import CollapseMonitor
 
+    if knn and hasattr(data, "labelled") and "knn_data" not in kwargs:
+        kwargs["knn_data"] = tuple(data.labelled(split, batch_size=256, max_examples=knn_examples)
+                                   for split in ("train", "test"))
     return CollapseMonitor(x_held=held_batch(data, examples),
-                           min_effective_rank=min_effective_rank, raise_error=raise_error,
-                           **kwargs)
+                           min_effective_rank=min_effective_rank, min_rank_ratio=min_rank_ratio,
+                           raise_error=raise_error, **kwargs)
 
 
 def optimizer_factory(method, steps_per_epoch, **overrides):

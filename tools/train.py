@@ -72,6 +72,9 @@ def validate_flags():
         raise UsageError(f"--{error}") from None
     if FLAGS.keep_checkpoints < 0:
         raise UsageError(f"--keep_checkpoints={FLAGS.keep_checkpoints} must be >= 0")
+    if not 0.0 <= FLAGS.collapse_min_rank_ratio < 1.0:
+        raise UsageError(f"--collapse_min_rank_ratio={FLAGS.collapse_min_rank_ratio} must be in "
+                         "[0, 1)")
     ssl = FLAGS.method in presets.SSL_METHODS
     ebm_recipes.validate(FLAGS, ssl, UsageError)
     for name in (SSL_ONLY if not ssl else ebm_recipes.EBM_ONLY):
@@ -154,7 +157,8 @@ def run(strategy, chief, workdir, export_dir):
     print(f"Training {FLAGS.method} on {FLAGS.dataset} ({len(x_train)} examples, {steps} "
           f"steps/epoch, {config['epochs']} epochs" + (f", backbone {config['backbone']}, "
           f"{strategy.num_replicas_in_sync} replica(s))" if ssl else ")"), flush=True)
-    monitor = [presets.collapse_monitor(dataset, min_effective_rank=FLAGS.collapse_min_rank)
+    monitor = [presets.collapse_monitor(dataset, min_effective_rank=FLAGS.collapse_min_rank,
+                                        min_rank_ratio=FLAGS.collapse_min_rank_ratio)
                ] if ssl and FLAGS.collapse_monitor else []
     start = time.perf_counter()
     try:
@@ -174,8 +178,21 @@ def run(strategy, chief, workdir, export_dir):
     except training.CheckpointError as error:
         raise UsageError(f"--workdir: {error}") from None
     except (training.Diverged, probes.CollapseError) as error:
-        fail(f"{error}; nothing was exported (the last good epoch's checkpoint is in "
-             f"{os.path.join(workdir, 'checkpoints')})", status=1)
+        checkpoints = os.path.join(workdir, "checkpoints")
+        saved = os.path.isdir(checkpoints) and any(
+            name.endswith(".weights.h5") for name in os.listdir(checkpoints))
+        record = ""
+        if isinstance(error, probes.CollapseError) and chief:
+            # The monitor's per-epoch ranks, stds and kNN up to the collapse (for plots).
+            record = os.path.join(workdir, "collapse.json")
+            with open(record, "w") as f:
+                json.dump({"method": FLAGS.method, "message": str(error),
+                           "history": monitor[0].history}, f, indent=2, default=float)
+            record = f"; the monitor's record is in {record}"
+        fail(f"{error}; nothing was exported" + (
+            f" (the last good epoch's checkpoint is in {checkpoints})" if saved else
+            " and no epoch was checkpointed (the run collapsed in its first epoch)") + record,
+            status=1)
     except tf.errors.OpError as error:
         if ssl and dataset.streaming and isinstance(error, tf.errors.InvalidArgumentError):
             raise UsageError(f"--dataset: {keras_ebm.data.streaming.file_error(error)}") from None
@@ -200,7 +217,11 @@ def run(strategy, chief, workdir, export_dir):
                "batch_size": config["batch_size"], "train_seconds": round(seconds, 1),
                "rollbacks": result.rollbacks, **{f"final_{k}": v for k, v in history.items()},
                **{k: [float(v) for v in result.history.history[k]] for k in (
-                   "effective_rank", "embedding_std") if k in result.history.history},
+                   "effective_rank", "embedding_std", "projection_rank", "projection_std")
+                  if k in result.history.history},
+               **({"knn_accuracy": {entry["epoch"]: entry["knn_accuracy"] for entry in
+                                    monitor[0].history if "knn_accuracy" in entry}}
+                  if monitor and monitor[0].knn_data is not None else {}),
                **({"backbone": config["backbone"], "replicas": strategy.num_replicas_in_sync}
                   if ssl else {})}
     if ssl and FLAGS.evaluate:

@@ -81,8 +81,12 @@ flags.DEFINE_bool("simsiam_stop_gradient", None, "SimSiam: stop-gradient on the 
 flags.DEFINE_bool("collapse_monitor", True, "Self-supervised methods: each epoch end, the "
                   "effective rank and embedding std of 512 training images; at a collapse the "
                   "run stops (status 1), the last good weights restored, nothing exported.")
-flags.DEFINE_float("collapse_min_rank", 1.05, "--collapse_monitor: collapse below this "
-                   "effective rank (or an embedding std below 1e-3 / sqrt(D)).")
+flags.DEFINE_float("collapse_min_rank", 1.05, "--collapse_monitor: collapse when the effective "
+                   "rank of the embeddings or of the projections falls below this (or a std "
+                   "below 1e-3 / sqrt(D)).")
+flags.DEFINE_float("collapse_min_rank_ratio", presets.COLLAPSE_MIN_RANK_RATIO,
+                   "--collapse_monitor: collapse also when a rank falls below this fraction of "
+                   "its highest value in the run (set from digits runs, docs/methods/README.md).")
 flags.DEFINE_bool("projection_batch_norm", None, f"Batch norm in the head (default: {PRESET}).")
 flags.DEFINE_bool("flip", None, f"Random horizontal flips (default: {PRESET}).")
 flags.DEFINE_bool("evaluate", True, "Run the linear probes and kNN after training.")

@@ -7,6 +7,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_ebm.evaluation.knn import knn_accuracy
+
 
 class CollapseError(RuntimeError):
     """Raised by `CollapseMonitor(raise_error=True)` when the representation has collapsed."""
@@ -110,33 +112,53 @@ class CollapseMonitor(keras.callbacks.Callback):
     embeddings), adds them to the epoch's logs as ``effective_rank`` and
     ``embedding_std`` (so ``History``, the progress bar and a ``TensorBoard``
     callback listed after this one record them) and appends them to
-    `history`.
+    `history`. When the model also has projections (``project``, by default
+    the ``project`` method of the `EmbeddingMethod`s: z = g(f(x)), what the
+    loss sees), their rank and std are logged too, as ``projection_rank``
+    and ``projection_std``, and are held to the same thresholds.
 
-    An epoch is collapsed when **either** value is below its threshold: a
-    collapse to one direction shows as a rank near 1 even when the std
-    stays large (rows ``+v`` and ``-v``), and outputs that are a constant
-    plus a little noise show as a std near 0 while the un-centred rank,
-    which counts every small singular value, can stay well above 1. After
-    ``patience`` collapsed epochs in a row it restores the weights of the
-    last epoch that was not collapsed (kept as TensorFlow variables at each
-    such epoch end; "epoch 0" is the state before the first epoch), sets
-    ``model.stop_training``, stores a one-line `message` and logs it or,
-    with ``raise_error``, raises `CollapseError` with it. Epochs are numbered from 1,
-    as Keras's progress bar shows them.
+    An epoch is collapsed when **either** value of **either** representation
+    is below its threshold: a collapse to one direction shows as a rank
+    near 1 even when the std stays large (rows ``+v`` and ``-v``), outputs
+    that are a constant plus a little noise show as a std near 0 while the
+    un-centred rank, which counts every small singular value, can stay well
+    above 1, and a *dimensional* collapse may show in the projections only.
+    After ``patience`` collapsed epochs in a row it restores the weights of
+    the last epoch that was not collapsed (kept as TensorFlow variables at
+    each such epoch end; "epoch 0" is the state before the first epoch),
+    sets ``model.stop_training``, stores a one-line `message` and logs it
+    or, with ``raise_error``, raises `CollapseError` with it. Epochs are
+    numbered from 1, as Keras's progress bar shows them.
 
-    The default thresholds are provisional: they separate a fully collapsed
-    encoder (constant output plus float32 noise: rank 1.000-1.002 for
-    D <= 2048, std about 1e-6 / sqrt(D)) from randomly initialised small
-    CNNs on uniform-noise images, whose global-average-pooled features are
-    nearly constant too (measured rank 1.06-5.7, std 0.006-0.11 / sqrt(D)
-    for 4- to 32-wide ``small_cnn``/``small_resnet`` at 8x8x1 and 32x32x3).
-    They therefore catch only a complete collapse. Set both from the values a healthy run of
-    the same encoder and data records in ``History`` (e.g. a fraction of the
-    rank and std reached after the first epochs).
+    The rank threshold is ``min_effective_rank``, or with ``min_rank_ratio``
+    that fraction of the highest rank the same representation reached in
+    this fit, whichever is larger. The defaults (1.05, no ratio; std
+    ``1e-3 / sqrt(D)``) catch only a complete collapse: they separate a
+    fully collapsed encoder (constant output plus float32 noise: rank
+    1.000-1.002 for D <= 2048, std about 1e-6 / sqrt(D)) from randomly
+    initialised small CNNs on uniform-noise images, whose
+    global-average-pooled features are nearly constant too (measured rank
+    1.06-5.7, std 0.006-0.11 / sqrt(D) for 4- to 32-wide
+    ``small_cnn``/``small_resnet`` at 8x8x1 and 32x32x3). A dimensional
+    collapse needs the ratio. SimSiam without its stop-gradient is the
+    measured example: on the embedded digits its projections' rank falls
+    from about 80 to 4.8 while the encoder's stays near 70 and both stds
+    stay near ``1 / sqrt(D)``; healthy SimSiam's projections keep a rank
+    of about 25. `keras_ebm.presets.collapse_monitor` (the CLI) uses
+    ``min_rank_ratio=0.15``, set from the 8 self-supervised configs x 3
+    seeds on digits (docs/methods/README.md, "Collapse").
 
-    ``x_held`` and ``embed`` are not part of `get_config`: a callback
-    rebuilt from its config needs ``x_held`` (and ``embed``, if used) set
-    before ``fit``.
+    With ``knn_data`` (labels used for monitoring only, as solo-learn's and
+    lightly's online kNN), it also logs ``knn_accuracy``: the weighted kNN
+    accuracy (`keras_ebm.evaluation.knn_accuracy`, ``knn_k`` neighbours) of
+    the encoder's features of the test split against those of the train
+    split, before training and every ``knn_every`` epochs (and at the last
+    epoch), so TensorBoard shows whether training helps and not only
+    whether the loss falls.
+
+    ``x_held``, ``embed``, ``project`` and ``knn_data`` are not part of
+    `get_config`: a callback rebuilt from its config needs ``x_held`` (and
+    the others, if used) set before ``fit``.
 
     Args:
         x_held: a fixed batch of inputs, e.g. 512 held-out images. Embedded
@@ -146,11 +168,17 @@ class CollapseMonitor(keras.callbacks.Callback):
             ``model.encoder(x, training=False)`` when the model has an
             ``encoder`` (the `EmbeddingMethod`s) and ``model(x, training=False)``
             otherwise. Outputs with more than two axes are flattened per row.
-        min_effective_rank: float, collapse below this effective rank.
-            Defaults to 1.05 (provisional, see above).
+        project: callable mapping a batch of inputs to projections, False for
+            none, or None for ``model.project(x, training=False)`` when the
+            model has a ``project`` method. Defaults to None.
+        min_effective_rank: float, collapse below this effective rank (of
+            the embeddings or the projections). Defaults to 1.05 (see above).
+        min_rank_ratio: float in [0, 1) or None; collapse also when a rank
+            falls below this fraction of the highest rank the same
+            representation reached in this fit. Defaults to None.
         min_std: float, collapse below this `normalized_std`, or None for
-            ``1e-3 / sqrt(D)`` (D: the embedding dimension). Defaults to None
-            (provisional, see above).
+            ``1e-3 / sqrt(D)`` (D: the dimension of the representation).
+            Defaults to None (see above).
         patience: int >= 1, collapsed epochs in a row before stopping.
             Defaults to 1.
         stop: bool; if False the monitor only records, logs a warning and sets
@@ -159,27 +187,37 @@ class CollapseMonitor(keras.callbacks.Callback):
         raise_error: bool, raise `CollapseError` after restoring (needs
             ``stop``). Defaults to False.
         batch_size: int, rows of ``x_held`` embedded per call. Defaults to 256.
+        knn_data: None, or ``(train, test)``, each an ``(images, labels)``
+            pair of arrays or a re-iterable of ``(images, labels)`` batches
+            (e.g. ``dataset.labelled("test")``, a ``tf.data.Dataset``).
+            Defaults to None (no kNN).
+        knn_every: int >= 1, epochs between kNN evaluations. Defaults to 5.
+        knn_k: int >= 1, neighbours of the kNN vote. Defaults to 20.
 
     Attributes:
-        history: list of dicts ``{"epoch", "effective_rank", "embedding_std"}``,
-            epoch 0 being the state before training.
+        history: list of dicts ``{"epoch", "effective_rank", "embedding_std"}``
+            (plus ``projection_rank``, ``projection_std`` and, on kNN epochs,
+            ``knn_accuracy``), epoch 0 being the state before training.
         stopped_epoch: the epoch (from 1) at which training was stopped, or None.
         restored_epoch: the epoch whose weights were restored, or None.
         message: the one-line report of the last collapse, or None.
 
     Example:
 
-    >>> monitor = CollapseMonitor(x_held=images[:512], min_effective_rank=20.0)
+    >>> monitor = CollapseMonitor(x_held=images[:512], min_rank_ratio=0.15,
+    ...                           knn_data=((x_train, y_train), (x_test, y_test)))
     >>> method.fit(images, epochs=100, callbacks=[monitor])
-    >>> monitor.message, method.history.history["effective_rank"]
+    >>> monitor.message, method.history.history["projection_rank"]
 
     References:
         Garrido et al., RankMe, ICML 2023; Chen and He, Exploring Simple
-        Siamese Representation Learning, CVPR 2021.
+        Siamese Representation Learning, CVPR 2021; Wu et al., Unsupervised
+        Feature Learning via Non-Parametric Instance Discrimination, CVPR 2018.
     """
 
     def __init__(self, x_held=None, embed=None, min_effective_rank=1.05, min_std=None,
-                 patience=1, stop=True, raise_error=False, batch_size=256):
+                 patience=1, stop=True, raise_error=False, batch_size=256, project=None,
+                 min_rank_ratio=None, knn_data=None, knn_every=5, knn_k=20):
         super().__init__()
         if int(patience) < 1:
             raise ValueError(f"patience must be at least 1, got {patience}")
@@ -187,14 +225,26 @@ class CollapseMonitor(keras.callbacks.Callback):
             raise ValueError("raise_error=True needs stop=True")
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if int(knn_every) < 1 or int(knn_k) < 1:
+            raise ValueError(f"knn_every and knn_k must be at least 1, got {knn_every}, {knn_k}")
+        if knn_data is not None and len(knn_data) != 2:
+            raise ValueError("knn_data must be (train, test), each (images, labels) or batches "
+                             "of them")
         self.x_held = x_held
         self.embed = embed
+        self.project = project
         self.min_effective_rank = float(min_effective_rank)
         self.min_std = None if min_std is None else float(min_std)
+        if min_rank_ratio is not None and not 0.0 <= float(min_rank_ratio) < 1.0:
+            raise ValueError(f"min_rank_ratio must be in [0, 1), got {min_rank_ratio}")
+        self.min_rank_ratio = None if min_rank_ratio is None else float(min_rank_ratio)
         self.patience = int(patience)
         self.stop = bool(stop)
         self.raise_error = bool(raise_error)
         self.batch_size = int(batch_size)
+        self.knn_data = knn_data
+        self.knn_every = int(knn_every)
+        self.knn_k = int(knn_k)
         self._reset()
 
     def _reset(self):
@@ -207,19 +257,31 @@ class CollapseMonitor(keras.callbacks.Callback):
         self._good_epoch = None
         self._collapsed_epochs = 0
         self._started = False
+        self._below = []
+        self._peaks = {}
 
     # -- measuring ------------------------------------------------------------
-    def embeddings(self):
-        """The ``[N, D]`` embeddings of ``x_held`` under the current weights, as NumPy."""
+    def _rows(self, function, x):
+        parts = [np.asarray(function(x[start:start + self.batch_size]))
+                 for start in range(0, len(x), self.batch_size)]
+        rows = np.concatenate(parts, axis=0)
+        return rows.reshape(len(rows), -1)
+
+    def _held(self):
         if self.x_held is None:
             raise ValueError("CollapseMonitor: x_held is not set (it is not part of the "
                              "config); pass a fixed batch of inputs, e.g. 512 held-out images")
-        embed = self.embed if self.embed is not None else self._default_embed
-        x_held = self.x_held
-        parts = [np.asarray(embed(x_held[start:start + self.batch_size]))
-                 for start in range(0, len(x_held), self.batch_size)]
-        embeddings = np.concatenate(parts, axis=0)
-        return embeddings.reshape(len(embeddings), -1)
+        return self.x_held
+
+    def embeddings(self):
+        """The ``[N, D]`` embeddings of ``x_held`` under the current weights, as NumPy."""
+        return self._rows(self.embed if self.embed is not None else self._default_embed,
+                          self._held())
+
+    def projections(self):
+        """The ``[N, D']`` projections of ``x_held``, or None when there are none."""
+        project = self._projector()
+        return None if project is None else self._rows(project, self._held())
 
     def _default_embed(self, x):
         encoder = getattr(self.model, "encoder", None)
@@ -227,17 +289,80 @@ class CollapseMonitor(keras.callbacks.Callback):
             return encoder(x, training=False)
         return self.model(x, training=False)
 
+    def _projector(self):
+        if self.project is False:
+            return None
+        if self.project is not None:
+            return self.project
+        if self.embed is None and callable(getattr(self.model, "project", None)):
+            return lambda x: self.model.project(x, training=False)
+        return None
+
     def threshold_std(self, dimensions):
         """The std threshold for ``dimensions``-wide embeddings."""
         return self.min_std if self.min_std is not None else 1e-3 / math.sqrt(dimensions)
 
     def measure(self):
-        """``(effective_rank, embedding_std, dimensions)`` of ``x_held`` now."""
+        """``(effective_rank, embedding_std, dimensions)`` of ``x_held``'s embeddings now."""
         embeddings = self.embeddings()
         return effective_rank(embeddings), normalized_std(embeddings), embeddings.shape[1]
 
-    def _collapsed(self, rank, std, dimensions):
-        return rank < self.min_effective_rank or std < self.threshold_std(dimensions)
+    def measure_projections(self):
+        """``(projection_rank, projection_std, dimensions)`` now, or None without projections."""
+        projections = self.projections()
+        if projections is None:
+            return None
+        return effective_rank(projections), normalized_std(projections), projections.shape[1]
+
+    def threshold_rank(self, peak=0.0):
+        """The rank threshold, given the highest rank this fit has measured (``peak``)."""
+        return max(self.min_effective_rank, (self.min_rank_ratio or 0.0) * peak)
+
+    def _check(self, kind, rank, std, dimensions):
+        """Records the peak of ``kind``; returns [(name, value, threshold)] and collapsed."""
+        peak = self._peaks[kind] = max(self._peaks.get(kind, 0.0), rank)
+        names = {"embeddings": ("effective rank", "embedding std"),
+                 "projections": ("projection rank", "projection std")}[kind]
+        checks = [(names[0], rank, self.threshold_rank(peak)),
+                  (names[1], std, self.threshold_std(dimensions))]
+        return checks, any(value < threshold for _, value, threshold in checks)
+
+    def _features(self, data):
+        """Encoder features and labels of ``(images, labels)`` arrays or of batches of them."""
+        embed = self.embed if self.embed is not None else self._default_embed
+        if isinstance(data, tuple) and len(data) == 2 and hasattr(data[0], "shape"):
+            return self._rows(embed, data[0]), np.asarray(data[1]).reshape(-1)
+        features, labels = [], []
+        for images, batch_labels in data:
+            features.append(self._rows(embed, images))
+            labels.append(np.asarray(batch_labels).reshape(-1))
+        return np.concatenate(features), np.concatenate(labels)
+
+    def knn(self):
+        """The kNN accuracy of the test features against the train features, now."""
+        train, test = self.knn_data
+        return knn_accuracy(*self._features(train), *self._features(test), k=self.knn_k)
+
+    def _record(self, number, logs):
+        """Measures everything; returns (entry, collapsed)."""
+        rank, std, dimensions = self.measure()
+        entry = {"epoch": number, "effective_rank": rank, "embedding_std": std}
+        self._below, collapsed = self._check("embeddings", rank, std, dimensions)
+        projected = self.measure_projections()
+        if projected is not None:
+            rank, std, dimensions = projected
+            entry.update(projection_rank=rank, projection_std=std)
+            checks, projections_collapsed = self._check("projections", rank, std, dimensions)
+            self._below += checks
+            collapsed = collapsed or projections_collapsed
+        last = (self.params or {}).get("epochs")
+        if self.knn_data is not None and (number % self.knn_every == 0 or number == last
+                                          or number == 0):
+            entry["knn_accuracy"] = self.knn()
+        if logs is not None:
+            logs.update({k: v for k, v in entry.items() if k != "epoch"})
+        self.history.append(entry)
+        return entry, collapsed
 
     # -- weights ------------------------------------------------------------
     def _keep_weights(self, epoch):
@@ -262,19 +387,14 @@ class CollapseMonitor(keras.callbacks.Callback):
         if self._started:
             return
         self._started = True
-        rank, std, dimensions = self.measure()
-        self.history.append({"epoch": epoch, "effective_rank": rank, "embedding_std": std})
-        if not self._collapsed(rank, std, dimensions):
+        _, collapsed = self._record(epoch, None)
+        if not collapsed:
             self._keep_weights(epoch)
 
     def on_epoch_end(self, epoch, logs=None):
-        rank, std, dimensions = self.measure()
         number = epoch + 1
-        if logs is not None:
-            logs["effective_rank"] = rank
-            logs["embedding_std"] = std
-        self.history.append({"epoch": number, "effective_rank": rank, "embedding_std": std})
-        if not self._collapsed(rank, std, dimensions):
+        _, collapsed = self._record(number, logs)
+        if not collapsed:
             self._collapsed_epochs = 0
             if self.stop:
                 self._keep_weights(number)
@@ -282,12 +402,11 @@ class CollapseMonitor(keras.callbacks.Callback):
         self._collapsed_epochs += 1
         if self._collapsed_epochs < self.patience:
             return
-        min_std = self.threshold_std(dimensions)
         below = "" if self.patience == 1 else f" ({self._collapsed_epochs} epochs in a row)"
-        self.message = (
-            f"Representation collapse at epoch {number}{below}: effective rank {rank:.2f} "
-            f"{'<' if rank < self.min_effective_rank else '>='} {self.min_effective_rank:g}, "
-            f"embedding std {std:.3g} {'<' if std < min_std else '>='} {min_std:.3g}")
+        self.message = f"Representation collapse at epoch {number}{below}: " + ", ".join(
+            f"{name} {value:{'.2f' if 'rank' in name else '.3g'}} "
+            f"{'<' if value < threshold else '>='} {threshold:.3g}"
+            for name, value, threshold in self._below)
         if not self.stop:
             logging.warning(self.message)
             return
@@ -307,7 +426,9 @@ class CollapseMonitor(keras.callbacks.Callback):
     def get_config(self):
         return {"min_effective_rank": self.min_effective_rank, "min_std": self.min_std,
                 "patience": self.patience, "stop": self.stop,
-                "raise_error": self.raise_error, "batch_size": self.batch_size}
+                "raise_error": self.raise_error, "batch_size": self.batch_size,
+                "min_rank_ratio": self.min_rank_ratio, "knn_every": self.knn_every,
+                "knn_k": self.knn_k}
 
     @classmethod
     def from_config(cls, config):

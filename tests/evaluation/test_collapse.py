@@ -310,7 +310,8 @@ def test_monitor_config_round_trip_and_missing_held_batch():
                               raise_error=True, batch_size=32)
     config = monitor.get_config()
     assert config == {"min_effective_rank": 20.0, "min_std": 0.01, "patience": 3, "stop": True,
-                      "raise_error": True, "batch_size": 32}
+                      "raise_error": True, "batch_size": 32, "min_rank_ratio": None,
+                      "knn_every": 5, "knn_k": 20}
     rebuilt = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(monitor))
     assert isinstance(rebuilt, CollapseMonitor) and rebuilt.get_config() == config
     assert rebuilt.x_held is None
@@ -320,3 +321,133 @@ def test_monitor_config_round_trip_and_missing_held_batch():
         model.fit(IMAGES, TARGETS, epochs=1, verbose=0, callbacks=[rebuilt])
     with pytest.raises(ValueError, match="patience"):
         CollapseMonitor(x_held=IMAGES, patience=0)
+    with pytest.raises(ValueError, match="min_rank_ratio must be in"):
+        CollapseMonitor(x_held=IMAGES, min_rank_ratio=1.0)
+
+
+class EncoderAndProjections(keras.Model):
+    """An encoder with a healthy output and a head whose rank `rank` is chosen (zeroed units)."""
+
+    def __init__(self):
+        super().__init__()
+        self.encoder = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+                                         keras.layers.Dense(16)])
+        self.head = keras.layers.Dense(32)
+
+    def project(self, x, training=False):
+        return self.head(self.encoder(x, training=training))
+
+    def call(self, x, training=False):
+        return self.project(x, training=training)
+
+
+class KeepRank(keras.callbacks.Callback):
+    """From epoch `at` on, keeps only the first `rank` columns of the head's kernel."""
+
+    def __init__(self, at, rank):
+        super().__init__()
+        self.at, self.rank = at, rank
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 >= self.at:
+            kernel = self.model.head.kernel
+            mask = np.zeros(kernel.shape, "float32")
+            mask[:, :self.rank] = 1.0
+            kernel.assign(kernel * mask)
+
+
+def test_a_collapse_of_the_projections_alone_stops_the_run():
+    # A dimensional collapse of the projections (rank 2 of 32) with a healthy
+    # encoder (rank ~ 8 of 16), as SimSiam without stop-gradient shows it.
+    keras.utils.set_random_seed(0)
+    model = EncoderAndProjections()
+    model.compile(keras.optimizers.SGD(1e-3), "mse")
+    recorder = RecordWeights()
+    monitor = CollapseMonitor(x_held=IMAGES[:128], min_effective_rank=3.0)
+    history = model.fit(IMAGES, TARGETS[:, :1].repeat(32, axis=1), epochs=5, batch_size=64,
+                        verbose=0, callbacks=[recorder, KeepRank(at=3, rank=2), monitor])
+    assert monitor.stopped_epoch == 3 and monitor.restored_epoch == 2
+    ranks = history.history["effective_rank"]
+    projection_ranks = history.history["projection_rank"]
+    assert len(ranks) == len(projection_ranks) == len(history.history["projection_std"]) == 3
+    assert min(ranks) > 3.0  # the encoder never collapsed
+    assert min(projection_ranks[:2]) > 3.0 and projection_ranks[2] < 2.01
+    z = np.asarray(model.head(model.encoder(IMAGES[:128])))
+    assert effective_rank(z) > monitor.history[3]["projection_rank"]  # weights restored
+    assert re.fullmatch(
+        r"Representation collapse at epoch 3: effective rank \S+ >= 3, embedding std \S+ >= "
+        r"\S+, projection rank \S+ < 3, projection std \S+ >= \S+; restored the weights of "
+        r"epoch 2", monitor.message), monitor.message
+    assert_weights_equal(model, recorder.weights[2])
+    # project=False watches the embeddings only: the same run is not stopped.
+    keras.utils.set_random_seed(0)
+    model = EncoderAndProjections()
+    model.compile(keras.optimizers.SGD(1e-3), "mse")
+    monitor = CollapseMonitor(x_held=IMAGES[:128], min_effective_rank=3.0, project=False)
+    history = model.fit(IMAGES, TARGETS[:, :1].repeat(32, axis=1), epochs=4, batch_size=64,
+                        verbose=0, callbacks=[KeepRank(at=3, rank=2), monitor])
+    assert monitor.stopped_epoch is None and "projection_rank" not in history.history
+
+
+def numpy_knn(train_x, train_y, test_x, test_y, k, temperature=0.07):
+    """Weighted kNN vote, written out: cosine similarities, top k, exp(s / T) votes."""
+    a = train_x / np.linalg.norm(train_x, axis=1, keepdims=True)
+    b = test_x / np.linalg.norm(test_x, axis=1, keepdims=True)
+    correct = 0
+    for row, label in zip(b @ a.T, test_y):
+        top = np.argsort(-row)[:k]
+        votes = np.zeros(train_y.max() + 1)
+        np.add.at(votes, train_y[top], np.exp((row[top] - row[top].max()) / temperature))
+        correct += int(np.argmax(votes) == label)
+    return correct / len(test_y)
+
+
+def test_online_knn_is_logged_before_training_every_few_epochs_and_at_the_end():
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 3, size=200)
+    images = (0.2 * rng.uniform(size=(200, 8, 8, 1))
+              + 0.8 * (labels[:, None, None, None] == np.arange(8)[None, :, None, None])
+              ).astype("float32")
+    keras.utils.set_random_seed(0)
+    model = tiny_model()
+    model.compile(keras.optimizers.SGD(0.01), "mse")
+    train, test = (images[:150], labels[:150]), (images[150:], labels[150:])
+    batches = tf.data.Dataset.from_tensor_slices(test).batch(16)  # batches work too
+    monitor = CollapseMonitor(x_held=images[:64], knn_data=(train, batches), knn_every=2,
+                              knn_k=5)
+    history = model.fit(images, rng.normal(size=(200, 16)).astype("float32"), epochs=5,
+                        batch_size=50, verbose=0, callbacks=[monitor])
+    logged = {entry["epoch"]: entry["knn_accuracy"] for entry in monitor.history
+              if "knn_accuracy" in entry}
+    assert sorted(logged) == [0, 2, 4, 5]
+    assert history.history["knn_accuracy"] == [logged[2], logged[4], logged[5]]
+    features = lambda x: np.asarray(model(x, training=False))  # noqa: E731
+    expected = numpy_knn(features(train[0]), train[1], features(test[0]), test[1], k=5)
+    assert logged[5] == pytest.approx(expected) and monitor.knn() == pytest.approx(expected)
+    assert expected > 0.9  # the classes are separable: a wrong vote would show
+    with pytest.raises(ValueError, match="knn_data must be"):
+        CollapseMonitor(x_held=images, knn_data=(train,))
+
+
+def test_the_rank_ratio_catches_a_dimensional_collapse_relative_to_the_peak():
+    # Rank ~ 11 of 32 at first, then 2: below 0.5 x the peak, above the absolute 1.05.
+    keras.utils.set_random_seed(0)
+    model = EncoderAndProjections()
+    model.compile(keras.optimizers.SGD(1e-3), "mse")
+    monitor = CollapseMonitor(x_held=IMAGES[:128], min_rank_ratio=0.5)
+    history = model.fit(IMAGES, TARGETS[:, :1].repeat(32, axis=1), epochs=5, batch_size=64,
+                        verbose=0, callbacks=[KeepRank(at=2, rank=2), monitor])
+    assert monitor.stopped_epoch == 2 and monitor.restored_epoch == 1
+    peak = max(entry["projection_rank"] for entry in monitor.history[:2])
+    assert history.history["projection_rank"][1] < 0.5 * peak
+    assert monitor.threshold_rank(peak) == pytest.approx(0.5 * peak)
+    assert f"projection rank {history.history['projection_rank'][1]:.2f} < {0.5 * peak:.3g}" \
+        in monitor.message
+    assert monitor.threshold_rank(1.0) == 1.05  # the absolute floor
+    keras.utils.set_random_seed(0)
+    model = EncoderAndProjections()
+    model.compile(keras.optimizers.SGD(1e-3), "mse")
+    monitor = CollapseMonitor(x_held=IMAGES[:128])  # no ratio: rank 2 is no collapse
+    model.fit(IMAGES, TARGETS[:, :1].repeat(32, axis=1), epochs=3, batch_size=64, verbose=0,
+              callbacks=[KeepRank(at=2, rank=2), monitor])
+    assert monitor.stopped_epoch is None

@@ -82,8 +82,12 @@ def test_flagfile_runs_a_few_steps(train_module, tmp_path, config):
     assert (workdir / "model.keras").exists()
     assert os.listdir(workdir / "tb")
     # The collapse monitor (on by default) logs the held batch's effective rank per epoch.
-    assert len(metrics["effective_rank"]) == 1
+    assert len(metrics["effective_rank"]) == len(metrics["projection_rank"]) == 1
     assert metrics["final_effective_rank"] == metrics["effective_rank"][-1] > 1.05
+    assert metrics["final_projection_rank"] == metrics["projection_rank"][-1] > 1.05
+    # ... and the online kNN on the test split, before training and at the last epoch.
+    assert sorted(metrics["knn_accuracy"]) == ["0", "1"]
+    assert 0.0 <= metrics["knn_accuracy"]["1"] <= 1.0
     # The SavedModel maps `images` to `embeddings`, without keras_ebm.
     loaded = tf.saved_model.load(str(export_dir / "1"))
     serve = loaded.signatures["serving_default"]
@@ -224,6 +228,12 @@ def test_collapse_stops_with_one_line_exit_1_and_exports_nothing(tmp_path):
     assert len(lines) == 1, lines
     assert lines[0].startswith("train.py: Representation collapse at epoch 1: effective rank ")
     assert "< 1e+09" in lines[0] and "nothing was exported" in lines[0]
+    assert "no epoch was checkpointed" in lines[0]  # epoch 1 was the first
+    record = tmp_path / "w" / "collapse.json"
+    assert f"the monitor's record is in {record}" in lines[0]
+    history = json.loads(record.read_text())["history"]
+    assert [row["epoch"] for row in history] == [0, 1]
+    assert {"effective_rank", "projection_rank", "knn_accuracy"} <= set(history[0])
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "e").exists()
     assert not (tmp_path / "w" / "model.keras").exists()
