@@ -17,6 +17,7 @@ import tempfile
 
 from absl import flags
 
+from keras_ebm.presets import SCORE_MATCHING_METHODS
 from keras_ebm.presets import TOY_BOUNDS
 
 PRESET = "the method's preset"
@@ -48,6 +49,9 @@ flags.DEFINE_float("noise_ratio", None, "EBM: NCE noise samples per data sample.
 flags.DEFINE_enum("dae_noise", None, ["gaussian", "bitflip", "masking"],
                   "EBM: DAE corruption (default: bitflip for binary data, gaussian otherwise).")
 flags.DEFINE_float("dae_noise_level", None, "EBM: DAE corruption level.")
+flags.DEFINE_float("score_sigma", None, "EBM: denoising_score_matching's corruption std.")
+flags.DEFINE_integer("num_projections", None,
+                     "EBM: sliced_score_matching's random directions per example.")
 flags.DEFINE_bool("ais", False, "EBM: also estimate log Z of the RBM by AIS.")
 flags.DEFINE_integer("grid_size", 200, "EBM: cells per side of the 2-D quadrature grid.")
 flags.DEFINE_integer("toy_train_samples", 10000, "EBM: training points of a 2-D toy.")
@@ -225,20 +229,42 @@ def evaluate(model, kind, x_train, x_test, flag_values, workdir):
         metrics["train_log_likelihood"] = grid_log_likelihood(
             energy, x_train, TOY_BOUNDS, flag_values.grid_size)
         metrics["gaussian_test_log_likelihood"] = gaussian_log_likelihood(x_train, x_test)
+        # The energy up to scale: p_T = exp(-E / T) / Z_T with T fitted on the training data.
+        from keras_ebm.evaluation.density import calibrated_log_likelihood
+
+        calibrated = calibrated_log_likelihood(energy, x_train, x_test, TOY_BOUNDS,
+                                               flag_values.grid_size)
+        metrics["temperature"] = calibrated["temperature"]
+        metrics["calibrated_test_log_likelihood"] = calibrated["log_likelihood"]
     metrics["test_energy_mean"] = float(np.mean(np.asarray(energy(x_test))))
 
     samples = draw_samples(model, kind, 2000 if kind == "toy" else 100,
                            1000 if kind == "binary" else 500, x_train)
     if samples is not None and kind != "binary":
+        from keras_ebm.evaluation.mmd import median_bandwidths
         from keras_ebm.evaluation.mmd import mmd
 
         metrics["sample_mmd"] = mmd(samples[:1000], x_test[:1000])
+        if kind == "toy" and len(x_test) >= 4000:
+            # Biased MMD^2 (never negative) of 2000 samples against 2000 held-out points, and
+            # the same between two independent held-out draws: the floor it is compared with.
+            held, other = x_test[:2000], x_test[2000:4000]
+            widths = median_bandwidths(held)
+            metrics["sample_mmd_2000"] = mmd(samples[:2000], held, widths, unbiased=False)
+            metrics["reference_mmd_2000"] = mmd(other, held, widths, unbiased=False)
     title = f"{flag_values.method} on {flag_values.dataset}"
-    if "test_log_likelihood" in metrics:
+    # Score matching learns E up to scale: its picture and title are at the fitted T.
+    calibrate = flag_values.method in SCORE_MATCHING_METHODS and "temperature" in metrics
+    if calibrate:
+        title += (f": calibrated test log-likelihood "
+                  f"{metrics['calibrated_test_log_likelihood']:.2f} nats at T = "
+                  f"{metrics['temperature']:.3g}")
+    elif "test_log_likelihood" in metrics:
         title += f": test log-likelihood {metrics['test_log_likelihood']:.2f} nats"
     if kind == "toy":
         plot_energy_surface(os.path.join(workdir, "energy_surface.png"), model.energy, x_train,
-                            samples, TOY_BOUNDS, 150, title)
+                            samples, TOY_BOUNDS, 150, title,
+                            temperature=metrics["temperature"] if calibrate else 1.0)
     else:
         if samples is not None:
             plot_digit_grid(os.path.join(workdir, "samples.png"), samples,

@@ -5,6 +5,8 @@ from keras_ebm.evaluation.collapse import CollapseError
 from keras_ebm.evaluation.collapse import CollapseMonitor
 from keras_ebm.evaluation.collapse import effective_rank
 from keras_ebm.evaluation.collapse import normalized_std
+from keras_ebm.evaluation.density import calibrated_log_likelihood
+from keras_ebm.evaluation.density import fit_temperature
 from keras_ebm.evaluation.density import grid_log_likelihood
 from keras_ebm.evaluation.density import grid_log_partition
 from keras_ebm.evaluation.knn import knn_accuracy

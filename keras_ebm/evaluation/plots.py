@@ -42,7 +42,7 @@ def _log_density(energies):
 
 
 def plot_energy_surface(path, energy, x_train, samples, bounds=(-4.0, 4.0), grid_size=150,
-                        title=""):
+                        title="", temperature=1.0):
     """Draws the data, the energy and its density on a square of the plane; saves a PNG.
 
     Three panels over `bounds`^2: the training points; the energy E(x) on a
@@ -59,6 +59,9 @@ def plot_energy_surface(path, energy, x_train, samples, bounds=(-4.0, 4.0), grid
         bounds: (low, high) of the square. Defaults to (-4, 4).
         grid_size: int, grid cells per side. Defaults to 150.
         title: str, title of the figure (wrapped to its width). Defaults to "".
+        temperature: positive float T; the density panel shows exp(-E / T) / Z_T
+            (`keras_ebm.evaluation.fit_temperature` calibrates an energy known
+            only up to scale). Defaults to 1.0.
 
     Returns:
         The saved `matplotlib.figure.Figure` (not registered with pyplot).
@@ -85,13 +88,16 @@ def plot_energy_surface(path, energy, x_train, samples, bounds=(-4.0, 4.0), grid
     image = axes[1].imshow(energies, origin="lower", extent=extent, cmap="viridis")
     figure.colorbar(image, ax=axes[1], shrink=0.85)
     axes[1].set_title("energy E(x)\n(low on the data)")
-    axes[2].imshow(np.exp(_log_density(energies)), origin="lower", extent=extent, cmap="magma")
+    axes[2].imshow(np.exp(_log_density(energies / float(temperature))), origin="lower",
+                   extent=extent, cmap="magma")
+    density = "density exp(-E) / Z" if temperature == 1.0 else (
+        f"density exp(-E / T) / Z_T, T = {temperature:.3g}")
     if samples is not None:
         samples = np.asarray(samples)
         axes[2].scatter(samples[:, 0], samples[:, 1], s=1, c="c", alpha=0.5)
-        axes[2].set_title("density exp(-E) / Z\nwith samples")
+        axes[2].set_title(f"{density}\nwith samples")
     else:
-        axes[2].set_title("density exp(-E) / Z")
+        axes[2].set_title(density)
     for ax in axes:
         ax.set_xlim(low, high)
         ax.set_ylim(low, high)

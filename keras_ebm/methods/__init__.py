@@ -22,6 +22,7 @@ from keras_ebm.methods.noise_contrastive_estimation import NoiseContrastiveEstim
 from keras_ebm.methods.pirl import PIRL
 from keras_ebm.methods.predictor import PredictorMethod
 from keras_ebm.methods.ratio_matching import RatioMatching
+from keras_ebm.methods.score_matching import ScoreMatching
 from keras_ebm.methods.simclr import SimCLR
 from keras_ebm.methods.simsiam import SimSiam
 from keras_ebm.methods.vicreg import VICReg

@@ -168,6 +168,10 @@ class Method(keras.Model):
     """
 
     tracker_names = ("loss",)
+    # True where the loss is by design blind to some trainable variables (score
+    # matching cannot see the energy's additive constant): they get no update
+    # and no "Gradients do not exist" warning.
+    loss_ignores_some_variables = False
 
     def __init__(self, input_shape=None, **kwargs):
         super().__init__(**kwargs)
@@ -219,8 +223,12 @@ class Method(keras.Model):
             # gradients), then the optimizer's loss scale (float16).
             scaled_loss = self.optimizer.scale_loss(distribute.scale_loss_for_replicas(loss))
         # 2.-3. Gradients and the optimizer's update.
-        gradients = tape.gradient(scaled_loss, self.trainable_variables)
-        self.optimizer.apply(gradients, self.trainable_variables)
+        variables = self.trainable_variables
+        gradients = tape.gradient(scaled_loss, variables)
+        if self.loss_ignores_some_variables:  # e.g. the energy's constant, in score matching
+            pairs = [(g, v) for g, v in zip(gradients, variables) if g is not None]
+            gradients, variables = [g for g, _ in pairs], [v for _, v in pairs]
+        self.optimizer.apply(gradients, variables)
         return loss, outputs
 
     def fit(self, *args, **kwargs):

@@ -57,3 +57,59 @@ def test_mmd_small_for_same_distribution_and_large_for_different():
     c = rng.normal(2.0, 1.0, size=(300, 2))
     assert abs(mmd(a, b)) < 0.02
     assert mmd(a, c) > 0.3
+
+
+def _gaussian_log_density(x, variance):
+    return np.mean(-0.5 * np.sum(x ** 2, axis=1) / variance - np.log(2 * np.pi * variance))
+
+
+@pytest.mark.parametrize("scale", [0.25, 1.0, 7.0])
+def test_calibrated_likelihood_fits_the_temperature_of_a_scaled_gaussian_energy(scale):
+    # E = scale |x|^2 / 2: p_T = N(0, T / scale I). The ML variance of 2-D data is
+    # mean |x|^2 / 2, so the fitted T is scale * mean |x|^2 / 2 in closed form.
+    from keras_ebm.evaluation.density import calibrated_log_likelihood
+
+    rng = np.random.default_rng(0)
+    x_train = 1.3 * rng.normal(size=(3000, 2))
+    x_test = 1.3 * rng.normal(size=(3000, 2))
+
+    def energy(x):
+        return scale * 0.5 * tf.reduce_sum(x ** 2, axis=-1)
+
+    result = calibrated_log_likelihood(energy, x_train, x_test, bounds=(-9.0, 9.0),
+                                       grid_size=400)
+    variance = np.mean(np.sum(x_train ** 2, axis=1)) / 2
+    assert result["temperature"] == pytest.approx(scale * variance, rel=2e-3)
+    assert result["log_likelihood"] == pytest.approx(_gaussian_log_density(x_test, variance),
+                                                     abs=2e-3)
+    assert result["train_log_likelihood"] == pytest.approx(
+        _gaussian_log_density(x_train, variance), abs=2e-3)
+    assert result["log_likelihood_t1"] == pytest.approx(
+        _gaussian_log_density(x_test, 1.0 / scale), abs=2e-3)
+    # The fitted T is the best on the training data: any other T is worse there.
+    assert result["train_log_likelihood"] >= _gaussian_log_density(x_train, 1.1 * variance)
+
+
+def test_biased_mmd_matches_a_transcription_and_is_a_floor_for_equal_distributions():
+    from keras_ebm.evaluation.mmd import median_bandwidths
+
+    rng = np.random.default_rng(5)
+    x, y = rng.normal(size=(40, 2)), rng.normal(size=(30, 2)) + 0.3
+    widths = [0.5, 1.0]
+
+    def k(a, b):
+        d = np.sum((a[:, None] - b[None]) ** 2, axis=-1)
+        return sum(np.exp(-d / (2 * s ** 2)) for s in widths)
+
+    expected = k(x, x).mean() + k(y, y).mean() - 2 * k(x, y).mean()
+    assert mmd(x, y, widths, unbiased=False) == pytest.approx(expected, rel=1e-10)
+    unbiased = ((k(x, x).sum() - np.trace(k(x, x))) / (40 * 39)
+                + (k(y, y).sum() - np.trace(k(y, y))) / (30 * 29) - 2 * k(x, y).mean())
+    assert mmd(x, y, widths) == pytest.approx(unbiased, rel=1e-10)
+    distances = np.sqrt(np.sum((x[:, None] - x[None]) ** 2, -1))[np.triu_indices(40, 1)]
+    assert median_bandwidths(x) == pytest.approx(
+        [0.5 * np.median(distances), np.median(distances), 2 * np.median(distances)])
+    same = [mmd(rng.normal(size=(500, 2)), rng.normal(size=(500, 2)), unbiased=False)
+            for _ in range(3)]
+    shifted = mmd(rng.normal(size=(500, 2)) + 0.5, rng.normal(size=(500, 2)), unbiased=False)
+    assert min(same) > 0 and shifted > 5 * max(same)

@@ -26,6 +26,7 @@ from keras_ebm.methods import MinimumProbabilityFlow
 from keras_ebm.methods import MoCo
 from keras_ebm.methods import NoiseContrastiveEstimation
 from keras_ebm.methods import RatioMatching
+from keras_ebm.methods import ScoreMatching
 from keras_ebm.methods import SimCLR
 from keras_ebm.methods.noise_contrastive_estimation import GaussianNoise
 from keras_ebm.samplers import Gibbs
@@ -234,6 +235,18 @@ def make_mpf(style):
 
 def make_ml(style):
     return MaximumLikelihood(energy(style, binary=True)), binary()
+
+
+def make_score_matching_exact(style):
+    return ScoreMatching(energy(style), variant="exact"), continuous()
+
+
+def make_score_matching_denoising(style):
+    return ScoreMatching(energy(style), variant="denoising", sigma=0.1), continuous()
+
+
+def make_score_matching_sliced(style):
+    return ScoreMatching(energy(style), variant="sliced", num_projections=2), continuous()
 
 
 def make_dae(style):
