@@ -52,7 +52,8 @@ PRESETS = {
              "momentum": 0.99, "bn_splits": 8},
     "pirl": {"temperature": 0.07, "projection_batch_norm": False, "num_negatives": 4096,
              "bank_momentum": 0.5, "loss_weight": 0.5, "nce_form": "nce", "jigsaw_resize": None,
-             "jigsaw_patch_size": None, "patch_dim": 128},
+             "jigsaw_patch_size": None, "patch_dim": 128, "jigsaw_jitter": "patch",
+             "negative_sampling": "per_sample"},
     "contrastive_embedding": {"projection_batch_norm": True, "energy": "cosine", "margin": 0.5},
     # The predictor q maps z to z's dimension through these hidden widths (with batch norm).
     "byol": {"projection_batch_norm": True, "predictor_hidden_dims": (512,), "tau_base": 0.99},
@@ -122,6 +123,7 @@ STATE_SETTINGS = ("method", "input_shape", "backbone", "projection_dim",
                   "projection_hidden_dims", "projection_batch_norm", "predictor_hidden_dims",
                   "queue_size", "bn_splits",
                   "num_negatives", "patch_dim", "jigsaw_resize", "jigsaw_patch_size",
+                  "jigsaw_jitter",
                   "num_hidden", "energy_hidden_units", "spectral_normalization", "persistent",
                   "num_chains", "optimizer", "batch_size", "seed")
 RUN_LENGTH = ("epochs", "jit_compile")  # neither shapes state nor changes the updates
@@ -331,6 +333,19 @@ def build_non_contrastive(method, config, encoder, head, common, steps_per_epoch
                           std_coeff=config["std_coeff"], cov_coeff=config["cov_coeff"], **common)
 
 
+def make_augmenter(config, image_shape, seed_offset=0, name="augmenter"):
+    """The preset's augmenter for images (or PIRL's patches) of `image_shape`, or None."""
+    from keras_ebm.data import make_augmenter as make
+
+    if not config["augment"]:
+        return None
+    seed = None if config["seed"] is None else config["seed"] + seed_offset
+    return make(image_shape, strength=config["augment_strength"],
+                crop_scale=(config["crop_scale_min"], 1.0), flip=config["flip"],
+                grayscale_probability=config["grayscale_probability"],
+                blur_probability=config["blur_probability"], seed=seed, name=name)
+
+
 def build_ssl(method, config, image_shape, num_train, steps_per_epoch=1):
     import keras_ebm
 
@@ -344,11 +359,7 @@ def build_ssl(method, config, image_shape, num_train, steps_per_epoch=1):
         hidden_dims=[int(d) for d in config["projection_hidden_dims"]],
         output_dim=config["projection_dim"], batch_norm=config["projection_batch_norm"],
         output_batch_norm=method == "simsiam", name="projection_head")
-    augmenter = None if not config["augment"] else keras_ebm.data.make_augmenter(
-        image_shape, strength=config["augment_strength"],
-        crop_scale=(config["crop_scale_min"], 1.0), flip=config["flip"],
-        grayscale_probability=config["grayscale_probability"],
-        blur_probability=config["blur_probability"], seed=config["seed"])
+    augmenter = make_augmenter(config, image_shape)
     common = {"augmenter": augmenter, "input_shape": tuple(image_shape), "name": method}
     if method in NON_CONTRASTIVE_METHODS:
         return build_non_contrastive(method, config, encoder, head, common, steps_per_epoch)
@@ -361,11 +372,18 @@ def build_ssl(method, config, image_shape, num_train, steps_per_epoch=1):
     if method == "pirl":
         patch_head = keras_ebm.layers.PatchHead(config["patch_dim"], config["projection_dim"],
                                                 name="patch_head")
+        # PIRL jitters each jigsaw patch on its own, with the image's settings.
+        patch_augmenter = None
+        if config["jigsaw_jitter"] == "patch":
+            patch_augmenter = make_augmenter(config, jigsaw.patch_shape((None, *image_shape)),
+                                             seed_offset=10, name="patch_augmenter")
         return keras_ebm.methods.PIRL(
             encoder, head, patch_head, num_negatives=config["num_negatives"],
             temperature=config["temperature"], loss_weight=config["loss_weight"],
             bank_momentum=config["bank_momentum"], bank_size=num_train, jigsaw=jigsaw,
-            nce_form=config["nce_form"], **common)
+            nce_form=config["nce_form"], patch_augmenter=patch_augmenter,
+            jigsaw_jitter=config["jigsaw_jitter"],
+            negative_sampling=config["negative_sampling"], **common)
     return keras_ebm.methods.MoCo(
         encoder, head, queue_size=config["queue_size"], momentum=config["momentum"],
         temperature=config["temperature"], bn_splits=config["bn_splits"], **common)

@@ -72,6 +72,11 @@ for _name, _help in [("learning_rate", "Peak learning rate"), ("weight_decay", "
                      ("cov_coeff", "VICReg: weight of the covariance term")]:
     flags.DEFINE_float(_name, None, f"{_help} (default: {PRESET}).")
 flags.DEFINE_enum("nce_form", None, ["nce", "infonce"], "PIRL: the lecture's NCE or InfoNCE.")
+flags.DEFINE_enum("jigsaw_jitter", None, ["patch", "image"], "PIRL: augment each jigsaw patch "
+                  "on its own (the paper) or the whole image before the cut "
+                  f"(default: {PRESET}).")
+flags.DEFINE_enum("negative_sampling", None, ["per_sample", "shared"], "PIRL: bank negatives "
+                  f"drawn for each image (the paper) or one set per batch (default: {PRESET}).")
 flags.DEFINE_enum("energy", None, ["cosine", "l2"], "ContrastiveEmbedding: 1 - cos or |a - b|.")
 flags.DEFINE_list("projection_hidden_dims", None, "Hidden widths of the projection head.")
 flags.DEFINE_list("predictor_hidden_dims", None, "BYOL, SimSiam: hidden widths of the predictor "

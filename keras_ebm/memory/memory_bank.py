@@ -55,7 +55,8 @@ class MemoryBank(keras.layers.Layer):
     >>> bank = MemoryBank(num_entries=1000, dim=128, momentum=0.5)
     >>> bank.update(indices, embeddings)          # after each step
     >>> positives = bank.read(indices)            # m_I, [batch, 128]
-    >>> negatives = bank.sample(4096)             # D_N, [4096, 128]
+    >>> negatives = bank.sample(4096)             # D_N, [4096, 128], one set per batch
+    >>> negatives = bank.sample(4096, batch_size=len(indices))  # [batch, 4096, 128]
 
     Reference:
         Wu, Xiong, Yu & Lin, Unsupervised Feature Learning via Non-Parametric
@@ -94,8 +95,15 @@ class MemoryBank(keras.layers.Layer):
         """The slots of `indices` [n]: a tensor [n, dim] (no gradient flows into the bank)."""
         return ops.take(ops.convert_to_tensor(self.entries), ops.cast(indices, "int32"), axis=0)
 
-    def sample(self, num_negatives):
-        """`num_negatives` slots drawn uniformly at random, with replacement: [num_negatives, dim].
+    def sample(self, num_negatives, batch_size=None):
+        """`num_negatives` slots drawn uniformly at random, with replacement.
+
+        Args:
+            num_negatives: int, the number K of slots drawn (per row).
+            batch_size: None (default) or an int or scalar tensor B. None: one
+                set of K slots, [K, dim], shared by a whole batch. B: a set
+                of its own for each of B rows, [B, K, dim] (Wu et al.'s and
+                PIRL's per-sample negatives).
 
         Raises:
             ValueError: if the bank has fewer slots than `num_negatives`.
@@ -107,8 +115,9 @@ class MemoryBank(keras.layers.Layer):
         # PIRL's and Wu et al.'s AliasMethod sampler over a uniform distribution.
         seed = tf.stack([tf.constant(0 if self.seed is None else int(self.seed), tf.int64),
                          tf.convert_to_tensor(self.num_draws)])
-        indices = tf.random.stateless_uniform((int(num_negatives),), seed, 0, self.num_entries,
-                                              dtype=tf.int32)
+        shape = ((int(num_negatives),) if batch_size is None
+                 else tf.stack([tf.cast(batch_size, tf.int32), int(num_negatives)]))
+        indices = tf.random.stateless_uniform(shape, seed, 0, self.num_entries, dtype=tf.int32)
         distribute.update_state(lambda: self.num_draws.assign_add(1), anchor=self.num_draws)
         return self.read(indices)
 

@@ -14,6 +14,9 @@ from keras_ebm.methods.embedding import declared_input_shape
 from keras_ebm.methods.method import serialize
 from keras_ebm.methods.method import unpack_inputs
 
+JIGSAW_JITTERS = ("patch", "image")
+NEGATIVE_SAMPLINGS = ("per_sample", "shared")
+
 
 @keras.saving.register_keras_serializable(package="keras_ebm")
 class PIRL(EmbeddingMethod):
@@ -23,7 +26,10 @@ class PIRL(EmbeddingMethod):
     f(v_I) (v_I the encoder's features of image I), the patch head's g(v_It)
     (v_It the features of the nine shuffled jigsaw patches of I) and the
     memory-bank entry m_I, a running average of f(v_I). Contrasted samples:
-    `num_negatives` entries m_I' drawn at random from the memory bank. Loss:
+    `num_negatives` entries m_I' drawn at random from the memory bank, a set
+    of its own for each image (`negative_sampling="per_sample"`, as Wu et
+    al.'s memory bank and PIRL's code) or one set for the whole batch
+    (`"shared"`). Loss:
     PIRL's NCE (`keras_ebm.losses.nce`),
 
         L = loss_weight * L_NCE(m_I, g(v_It)) + (1 - loss_weight) * L_NCE(m_I, f(v_I))
@@ -41,6 +47,13 @@ class PIRL(EmbeddingMethod):
     and one that declares none (a Sequential without `keras.Input`, a
     subclassed model) gets them resized to the image size.
 
+    Augmentation, as PIRL (section 4.1 and its code in VISSL): the image
+    branch goes through `augmenter`; the jigsaw branch cuts the image into
+    patches and jitters each patch on its own (`jigsaw_jitter="patch"`), with
+    `patch_augmenter` (default: `augmenter`, which must then take patches)
+    drawing its randomness per patch. `jigsaw_jitter="image"` augments the
+    whole image with `augmenter` and cuts the augmented image instead.
+
     Args:
         encoder: Keras model mapping images (and patches) to features v.
         image_head: Keras layer f mapping v_I to the embedding dimension D
@@ -55,7 +68,18 @@ class PIRL(EmbeddingMethod):
             each); at least `num_negatives`. Required.
         jigsaw: a `keras_ebm.layers.Jigsaw`, default `Jigsaw(grid_size=3)`.
         augmenter: None, or a layer/callable applied (with `training=True`)
-            to the image before f and, separately, before the jigsaw.
+            to the image before f (and, with `jigsaw_jitter="image"`,
+            separately to the image before the jigsaw).
+        patch_augmenter: None (default: `augmenter`) or a layer/callable
+            mapping patches [N, h, w, C] to patches of the same shape, applied
+            with `training=True` to every jigsaw patch with its own random
+            draw (`keras_ebm.data.make_augmenter(patch_shape)`). Only with
+            `jigsaw_jitter="patch"`.
+        jigsaw_jitter: "patch" (default, PIRL) or "image": augment each patch
+            independently after cutting, or the whole image before.
+        negative_sampling: "per_sample" (default, PIRL) or "shared": draw
+            `num_negatives` bank entries for each image of the batch, or one
+            set shared by the batch.
         nce_form: "nce" (default; the lecture's formula) or "infonce".
         **kwargs: `input_shape` (see `EmbeddingMethod`) and `keras.Model`
             keyword arguments.
@@ -68,7 +92,8 @@ class PIRL(EmbeddingMethod):
     >>> encoder = keras_ebm.backbones.small_cnn((8, 8, 1))
     >>> model = PIRL(encoder, ProjectionHead((), 128), PatchHead(128, 128),
     ...              num_negatives=1024, bank_size=len(x_train),
-    ...              jigsaw=Jigsaw(3, resize_to=24))
+    ...              jigsaw=Jigsaw(3, resize_to=24), augmenter=make_augmenter((8, 8, 1)),
+    ...              patch_augmenter=make_augmenter((8, 8, 1), crop_scale=(0.5, 1.0)))
     >>> model.compile(optimizer=keras.optimizers.Adam(1e-3))
     >>> model.fit(dataset.train_dataset(256, with_index=True), epochs=100, shuffle=False)
 
@@ -79,7 +104,8 @@ class PIRL(EmbeddingMethod):
 
     def __init__(self, encoder, image_head, patch_head, num_negatives=4096, temperature=0.07,
                  loss_weight=0.5, bank_momentum=0.5, bank_size=None, jigsaw=None, augmenter=None,
-                 nce_form="nce", **kwargs):
+                 nce_form="nce", patch_augmenter=None, jigsaw_jitter="patch",
+                 negative_sampling="per_sample", **kwargs):
         kwargs.pop("projection_head", None)
         super().__init__(encoder, image_head, augmenter=augmenter, **kwargs)
         if bank_size is None:
@@ -97,6 +123,15 @@ class PIRL(EmbeddingMethod):
             raise ValueError(f"PIRL: bank_momentum must be in [0, 1), got {bank_momentum}")
         if nce_form not in NCE_FORMS:
             raise ValueError(f"PIRL: nce_form must be one of {NCE_FORMS}, got {nce_form!r}")
+        if jigsaw_jitter not in JIGSAW_JITTERS:
+            raise ValueError(f"PIRL: jigsaw_jitter must be one of {JIGSAW_JITTERS}, "
+                             f"got {jigsaw_jitter!r}")
+        if negative_sampling not in NEGATIVE_SAMPLINGS:
+            raise ValueError(f"PIRL: negative_sampling must be one of {NEGATIVE_SAMPLINGS}, "
+                             f"got {negative_sampling!r}")
+        if patch_augmenter is not None and jigsaw_jitter != "patch":
+            raise ValueError("PIRL: patch_augmenter needs jigsaw_jitter='patch' (with 'image' "
+                             "the augmenter acts on the whole image before the cut)")
         self.patch_head = patch_head
         self.num_negatives = int(num_negatives)
         self.temperature = float(temperature)
@@ -105,6 +140,9 @@ class PIRL(EmbeddingMethod):
         self.bank_size = int(bank_size)
         self.jigsaw = jigsaw if jigsaw is not None else Jigsaw(grid_size=3, name="jigsaw")
         self.nce_form = nce_form
+        self.patch_augmenter = patch_augmenter
+        self.jigsaw_jitter = jigsaw_jitter
+        self.negative_sampling = negative_sampling
         self.memory_bank = None
         self.patch_size = None
         self.build_now()
@@ -122,6 +160,8 @@ class PIRL(EmbeddingMethod):
         if None not in target and tuple(target) != tuple(
                 self.jigsaw.patch_shape((None, *image_shape))[:2]):
             self.patch_size = tuple(int(d) for d in target)
+        if None not in tuple(image_shape)[:2]:
+            self.check_patch_augmenter(self.jigsaw.patch_shape((None, *image_shape)))
         patch_features_shape = (None, self.jigsaw.num_patches, embedding_shape[-1])
         patch_dim = self.patch_head(self.zeros(patch_features_shape[1:])).shape[-1]
         if patch_dim != projection_shape[-1]:
@@ -129,6 +169,26 @@ class PIRL(EmbeddingMethod):
                              f"but the patch head {patch_dim}; they must agree")
         self.memory_bank = MemoryBank(self.bank_size, int(projection_shape[-1]),
                                       momentum=self.bank_momentum, name="memory_bank")
+
+    def patch_augment(self):
+        """The callable that jitters the patches one by one, or None."""
+        if self.jigsaw_jitter != "patch":
+            return None
+        return self.patch_augmenter if self.patch_augmenter is not None else self.augmenter
+
+    def check_patch_augmenter(self, patch_shape):
+        augment = self.patch_augment()
+        if augment is None:
+            return
+        shape = tuple(int(d) for d in patch_shape)
+        try:
+            output_shape = tuple(augment(self.zeros(shape), training=False).shape[1:])
+        except Exception as error:  # noqa: BLE001 - any failure means it cannot take patches
+            output_shape = f"an error: {str(error).splitlines()[0] if str(error) else error!r}"
+        if output_shape != shape:
+            raise ValueError(f"PIRL: the patch augmenter maps jigsaw patches of {shape} to "
+                             f"{output_shape}; pass patch_augmenter=keras_ebm.data."
+                             f"make_augmenter({shape}) or jigsaw_jitter='image'")
 
     # -- the contract -------------------------------------------------------
     def prepare(self, data, training):
@@ -143,7 +203,16 @@ class PIRL(EmbeddingMethod):
             return images, self.jigsaw(images, training=False), indices
         augment = (lambda x: x) if self.augmenter is None else (
             lambda x: self.augmenter(x, training=True))
-        return augment(images), self.jigsaw(augment(images), training=True), indices
+        patch_augment = self.patch_augment()
+        if patch_augment is None:
+            return augment(images), self.jigsaw(augment(images), training=True), indices
+        # PIRL: cut, then jitter each of the B * P patches with its own draw.
+        patches = self.jigsaw(images, training=True)
+        _, num_patches, height, width, channels = patches.shape
+        flat = ops.reshape(patches, (-1, height, width, channels))
+        flat = patch_augment(flat, training=True)
+        patches = ops.reshape(flat, (-1, num_patches, height, width, channels))
+        return augment(images), patches, indices
 
     def embed_patches(self, patches, training=False):
         """g(v_It): patches [B, P, h, w, C] through the encoder, then the patch head: [B, D]."""
@@ -161,7 +230,10 @@ class PIRL(EmbeddingMethod):
         image_projections = self.project(images, training=training)          # f(v_I)
         patch_projections = self.embed_patches(patches, training=training)   # g(v_It)
         memory = self.memory_bank.read(indices)                              # m_I
-        negatives = self.memory_bank.sample(self.num_negatives)              # m_I', I' in D_N
+        # m_I', I' in D_N: [B, K, D] (a set per image) or [K, D] (one set).
+        negatives = self.memory_bank.sample(
+            self.num_negatives, batch_size=(ops.shape(indices)[0]
+                                            if self.negative_sampling == "per_sample" else None))
         # Energies with m_I pushed down, with the m_I' pushed up.
         loss_patches, logits, labels = nce(patch_projections, memory, negatives,
                                            self.temperature, self.nce_form)
@@ -188,13 +260,17 @@ class PIRL(EmbeddingMethod):
             "bank_size": self.bank_size,
             "jigsaw": serialize(self.jigsaw),
             "nce_form": self.nce_form,
+            "patch_augmenter": (serialize(self.patch_augmenter)
+                                if isinstance(self.patch_augmenter, keras.layers.Layer) else None),
+            "jigsaw_jitter": self.jigsaw_jitter,
+            "negative_sampling": self.negative_sampling,
         })
         return config
 
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        for key in ("image_head", "patch_head", "jigsaw"):
+        for key in ("image_head", "patch_head", "jigsaw", "patch_augmenter"):
             if isinstance(config.get(key), dict):
                 config[key] = keras.saving.deserialize_keras_object(config[key])
         return super().from_config(config)

@@ -51,6 +51,19 @@ def test_sample_draws_rows_of_the_bank():
     assert not np.allclose(np.asarray(bank.sample(6)), negatives[:6])  # fresh draws
 
 
+def test_sample_per_row_draws_a_set_for_each_row():
+    bank = MemoryBank(num_entries=50, dim=3, seed=2)
+    negatives = np.asarray(bank.sample(8, batch_size=4))
+    assert negatives.shape == (4, 8, 3)
+    distances = np.abs(negatives.reshape(-1, 1, 3) - bank.entries.numpy()[None]).sum(-1)
+    assert np.all(distances.min(1) < 1e-6)            # every draw is a slot
+    slots = distances.argmin(1).reshape(4, 8)
+    assert len({tuple(row) for row in slots}) == 4    # each row has its own set
+    assert int(bank.num_draws.numpy()) == 1           # one draw per call
+    bank.num_draws.assign(0)                          # the counter fixes the draw
+    np.testing.assert_array_equal(np.asarray(bank.sample(8, batch_size=4)), negatives)
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="cannot draw 7 negatives from a bank of 6"):
         MemoryBank(num_entries=6, dim=3).sample(7)
