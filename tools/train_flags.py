@@ -87,8 +87,8 @@ flags.DEFINE_bool("collapse_monitor", True, "Self-supervised methods: each epoch
                   "effective rank and embedding std of 512 training images; at a collapse the "
                   "run stops (status 1), the last good weights restored, nothing exported.")
 flags.DEFINE_float("collapse_min_rank", 1.05, "--collapse_monitor: collapse when the effective "
-                   "rank of the embeddings or of the projections falls below this (or a std "
-                   "below 1e-3 / sqrt(D)).")
+                   "rank of the encoder's embeddings falls below this (or a std below "
+                   "1e-3 / sqrt(D)).")
 flags.DEFINE_float("collapse_min_rank_ratio", presets.COLLAPSE_MIN_RANK_RATIO,
                    "--collapse_monitor: collapse also when a rank falls below this fraction of "
                    "its highest value in the run (set from digits runs, docs/methods/README.md).")
