@@ -115,9 +115,17 @@ class MemoryBank(keras.layers.Layer):
         # PIRL's and Wu et al.'s AliasMethod sampler over a uniform distribution.
         seed = tf.stack([tf.constant(0 if self.seed is None else int(self.seed), tf.int64),
                          tf.convert_to_tensor(self.num_draws)])
-        shape = ((int(num_negatives),) if batch_size is None
-                 else tf.stack([tf.cast(batch_size, tf.int32), int(num_negatives)]))
-        indices = tf.random.stateless_uniform(shape, seed, 0, self.num_entries, dtype=tf.int32)
+        if batch_size is None:
+            indices = tf.random.stateless_uniform((int(num_negatives),), seed, 0,
+                                                  self.num_entries, dtype=tf.int32)
+        else:
+            # Per-sample sets for the *global* batch, the same draw on every replica, of
+            # which each replica takes its own rows: under tf.distribute every image gets
+            # the negatives it would get on one device.
+            offset, total = distribute.replica_offset(tf.cast(batch_size, tf.int32))
+            indices = tf.random.stateless_uniform(
+                tf.stack([total, int(num_negatives)]), seed, 0, self.num_entries,
+                dtype=tf.int32)[offset:offset + tf.cast(batch_size, tf.int32)]
         distribute.update_state(lambda: self.num_draws.assign_add(1), anchor=self.num_draws)
         return self.read(indices)
 

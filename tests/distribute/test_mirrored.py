@@ -70,8 +70,9 @@ def test_moco_two_steps_match_one_device_queue_pointer_and_ema():
 def test_pirl_two_steps_match_one_device_bank_and_negatives():
     report = run_case("pirl")
     assert_same_training(report)
-    # Both replicas' entries are written into every copy of the bank, and the negatives are
-    # drawn once per step (the same on every replica), as on one device.
+    # Both replicas' entries are written into every copy of the bank, and the per-sample
+    # negatives are drawn once per step for the global batch (the same draw on every replica,
+    # each taking its own rows), so every image gets the negatives it gets on one device.
     assert report["bank_diff"] < TOLERANCE, report
     assert report["bank_moved"] > 1e-3, report
     assert report["bank_counters"] == [[2, 2], [2, 2]], report
