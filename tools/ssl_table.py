@@ -160,7 +160,9 @@ def table(entries, seeds):
                + f" at the stop (epoch {at})" if stopped else "–")
             + f" | – | {len(stopped)}/{len(ablation)}, status 1 |")
     return "\n".join(rows) + (
-        f"\n\nMean ± std over seeds {', '.join(map(str, seeds))}; "
+        f"\n\nMean ± std over seeds {', '.join(map(str, seeds))}, one run after another on this "
+        "machine, each `python tools/train.py --flagfile=configs/<method>.flags --seed=<seed>`; "
+        "table, `docs/ssl_digits.json` and `docs/ssl_digits_rank.png` by "
         "`python tools/ssl_table.py --readme`.\n")
 
 
