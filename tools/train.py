@@ -184,10 +184,8 @@ def run(strategy, chief, workdir, export_dir):
         record = ""
         if isinstance(error, probes.CollapseError) and chief:
             # The monitor's per-epoch ranks, stds and kNN up to the collapse (for plots).
-            record = os.path.join(workdir, "collapse.json")
-            with open(record, "w") as f:
-                json.dump({"method": FLAGS.method, "message": str(error),
-                           "history": monitor[0].history}, f, indent=2, default=float)
+            record = monitor[0].save_record(os.path.join(workdir, "collapse.json"),
+                                            method=FLAGS.method)
             record = f"; the monitor's record is in {record}"
         fail(f"{error}; nothing was exported" + (
             f" (the last good epoch's checkpoint is in {checkpoints})" if saved else
@@ -219,8 +217,7 @@ def run(strategy, chief, workdir, export_dir):
                **{k: [float(v) for v in result.history.history[k]] for k in (
                    "effective_rank", "embedding_std", "projection_rank", "projection_std")
                   if k in result.history.history},
-               **({"knn_accuracy": {entry["epoch"]: entry["knn_accuracy"] for entry in
-                                    monitor[0].history if "knn_accuracy" in entry}}
+               **({"knn_accuracy": monitor[0].knn_history()}
                   if monitor and monitor[0].knn_data is not None else {}),
                **({"backbone": config["backbone"], "replicas": strategy.num_replicas_in_sync}
                   if ssl else {})}

@@ -434,6 +434,20 @@ class CollapseMonitor(keras.callbacks.Callback):
             raise CollapseError(self.message)
         logging.error(self.message)
 
+    def knn_history(self):
+        """``{epoch: knn_accuracy}`` of the epochs the online kNN ran."""
+        return {entry["epoch"]: entry["knn_accuracy"] for entry in self.history
+                if "knn_accuracy" in entry}
+
+    def save_record(self, path, **extra):
+        """Writes `history` (and `message`, ``extra``) as JSON to ``path``; returns ``path``."""
+        import json
+
+        with open(path, "w") as f:
+            json.dump({**extra, "message": self.message, "history": self.history}, f,
+                      indent=2, default=float)
+        return path
+
     def get_config(self):
         return {"min_effective_rank": self.min_effective_rank, "min_std": self.min_std,
                 "patience": self.patience, "stop": self.stop,
