@@ -63,7 +63,13 @@ def _log_partition_at(negative_energies, cell_area, beta):
     return float(peak + np.log(np.exp(scaled - peak).sum() * cell_area))
 
 
-def fit_temperature(energy, x_train, bounds=(-4.0, 4.0), grid_size=200, grid_energies=None):
+def _mean_energy(energy, x):
+    return float(np.mean(np.asarray(
+        energy(tf.convert_to_tensor(np.asarray(x, "float32"))), "float64")))
+
+
+def fit_temperature(energy, x_train, bounds=(-4.0, 4.0), grid_size=200, grid_energies=None,
+                    train_energy=None):
     """The temperature T that maximises the training log-likelihood of p_T = exp(-E/T) / Z_T.
 
     An energy trained without a partition function (score matching, NCE's
@@ -82,6 +88,7 @@ def fit_temperature(energy, x_train, bounds=(-4.0, 4.0), grid_size=200, grid_ene
         grid_size: int, cells per side. Defaults to 200.
         grid_energies: float64 array [grid_size, grid_size] of `energy_grid`,
             or None to compute it.
+        train_energy: float, the mean energy of ``x_train``, or None to compute it.
 
     Returns:
         T, a positive float in [1e-4, 1e4].
@@ -93,8 +100,7 @@ def fit_temperature(energy, x_train, bounds=(-4.0, 4.0), grid_size=200, grid_ene
     if grid_energies is None:
         _, _, grid_energies = energy_grid(energy, bounds, grid_size)
     grid = np.asarray(grid_energies, "float64").ravel()
-    train_mean = float(np.mean(np.asarray(
-        energy(tf.convert_to_tensor(np.asarray(x_train, "float32"))), "float64")))
+    train_mean = _mean_energy(energy, x_train) if train_energy is None else float(train_energy)
 
     def slope(log_beta):  # d/d beta of the training log-likelihood: E_p[E] - mean E(train)
         weights = -np.exp(log_beta) * grid
@@ -142,14 +148,10 @@ def calibrated_log_likelihood(energy, x_train, x_test, bounds=(-4.0, 4.0), grid_
     """
     _, _, grid = energy_grid(energy, bounds, grid_size)
     cell_area = ((bounds[1] - bounds[0]) / grid_size) ** 2
-    temperature = fit_temperature(energy, x_train, bounds, grid_size, grid_energies=grid)
-
-    def mean_energy(x):
-        return float(np.mean(np.asarray(
-            energy(tf.convert_to_tensor(np.asarray(x, "float32"))), "float64")))
-
+    test_energy, train_energy = _mean_energy(energy, x_test), _mean_energy(energy, x_train)
+    temperature = fit_temperature(energy, x_train, bounds, grid_size, grid_energies=grid,
+                                  train_energy=train_energy)
     negative = -grid.ravel()
-    test_energy, train_energy = mean_energy(x_test), mean_energy(x_train)
     beta = 1.0 / temperature
     log_z = _log_partition_at(negative, cell_area, beta)
     return {"temperature": temperature,
