@@ -24,9 +24,14 @@ NON_CONTRASTIVE_METHODS = ("byol", "simsiam", "barlow_twins", "vicreg")
 SSL_METHODS = CONTRASTIVE_METHODS + NON_CONTRASTIVE_METHODS
 SCORE_MATCHING_METHODS = ("score_matching", "denoising_score_matching",
                           "sliced_score_matching")
-EBM_METHODS = ("cd", "pcd", "nce", "ratio_matching", "mpf", "ml", "dae") + SCORE_MATCHING_METHODS
+# Strategy 1 of the lecture: the energy's form fixes the volume of low energy.
+CONSTANT_VOLUME_METHODS = ("kmeans", "gmm")
+# Energies defined only up to scale: scored, sampled and pictured at a fitted temperature.
+SCALE_FREE_METHODS = SCORE_MATCHING_METHODS + ("kmeans", "dae")
+EBM_METHODS = (("cd", "pcd", "nce", "ratio_matching", "mpf", "ml", "dae")
+               + SCORE_MATCHING_METHODS + CONSTANT_VOLUME_METHODS)
 METHODS = SSL_METHODS + EBM_METHODS
-BINARY_ONLY_METHODS = ("ratio_matching", "mpf", "ml")
+BINARY_ONLY_METHODS = ("ratio_matching", "mpf")
 TOY_BOUNDS = (-4.0, 4.0)
 # The smallest jigsaw patch side: a 3x3 grid of 2x2 patches (8x8 digits as
 # stored) carries almost no shape, so PIRL asks for a resize instead.
@@ -69,7 +74,9 @@ PRESETS = {
     "nce": {"noise_ratio": 1.0},
     "ratio_matching": {},
     "mpf": {},
-    "ml": {},
+    # Binary data: exact log Z by enumeration (an RBM sums out its smaller layer); 2-D toys:
+    # log Z by quadrature on an ml_grid_size^2 grid, shifted at random each step.
+    "ml": {"ml_grid_size": 64},
     "dae": {"dae_noise": None, "dae_noise_level": 0.1},
     # Strategy 4, on continuous data (the 2-D toys): the energy's gradient fitted to the data.
     # Tuned on the four toys (docs/methods/score_matching.md): at 1e-3 the ring's energy is
@@ -78,6 +85,19 @@ PRESETS = {
     "score_matching": {"epochs": 60, "learning_rate": 3e-3},
     "denoising_score_matching": {"epochs": 100, "learning_rate": 3e-3, "score_sigma": 0.2},
     "sliced_score_matching": {"epochs": 60, "learning_rate": 3e-3, "num_projections": 1},
+    # Strategy 1: prototypes and components placed by k-means++, then moved by Adam.
+    "kmeans": {"epochs": 30, "learning_rate": 1e-2, "num_clusters": 64},
+    "gmm": {"epochs": 60, "learning_rate": 1e-2, "num_components": 32},
+}
+# What differs on 2-D toy points (data_kind "toy"): the issue's "a 2-D preset per method".
+TOY_PRESETS = {
+    # The quadrature grid's 4096 points cost more than a batch: batches of 512 halve the
+    # steps of an epoch (docs/methods/maximum_likelihood.md).
+    "ml": {"batch_size": 512, "epochs": 200, "learning_rate": 3e-3},
+    # configs/pcd_rings.flags: 30 Langevin steps of 0.02 on 256 of 1000 persistent chains.
+    "pcd": {"sampler": "langevin", "mcmc_steps": 30, "step_size": 0.02, "num_chains": 1000,
+            "chains_per_step": 256, "reinit_fraction": 0.05, "energy_l2": 0.02,
+            "weight_decay": 0.0, "epochs": 80, "learning_rate": 5e-3},
 }
 SAMPLING = {  # cd and pcd
     "sampler": None, "mcmc_steps": 1, "step_size": 0.01, "noise_scale": None, "mala": False,
@@ -91,7 +111,8 @@ POSITIVE = ("epochs", "batch_size", "queue_size", "bn_splits", "projection_dim",
             "num_negatives", "patch_dim", "steps_per_epoch", "max_train_examples", "image_size",
             "jigsaw_resize", "jigsaw_patch_size", "num_hidden", "mcmc_steps", "num_chains",
             "grid_size", "toy_train_samples", "toy_test_samples", "max_rollbacks",
-            "num_projections", "max_image_pixels", "collective_timeout")
+            "num_projections", "max_image_pixels", "collective_timeout", "num_clusters",
+            "num_components", "ml_grid_size")
 RANGES = [(name, 0, None, False, False) for name in (
     "step_size", "noise_scale", "energy_l2", "grad_clip", "noise_ratio", "dae_noise_level",
     "proposal_scale", "reinit_fraction", "weight_decay", "warmup_epochs", "augment_strength")] + [
@@ -113,7 +134,8 @@ MAXIMA = {"batch_size": 65536, "queue_size": 2**20, "num_negatives": 2**20,
           "num_chains": 10**6, "chains_per_step": 10**6, "mcmc_steps": 10**5,
           "image_size": 4096, "jigsaw_resize": 4096, "jigsaw_patch_size": 4096,
           "grid_size": 4000, "toy_train_samples": 10**7, "toy_test_samples": 10**7,
-          "num_projections": 4096,
+          "num_projections": 4096, "num_clusters": 65536, "num_components": 4096,
+          "ml_grid_size": 4096,
           "steps_per_epoch": 10**8, "keep_checkpoints": 1000, "probe_draws": 1000,
           "max_train_examples": 10**9, "max_image_pixels": 2**31}
 MAX_WIDTH = 65536  # each entry of projection_, predictor_hidden_dims and energy_hidden_units
@@ -124,7 +146,8 @@ STATE_SETTINGS = ("method", "input_shape", "backbone", "projection_dim",
                   "queue_size", "bn_splits",
                   "num_negatives", "patch_dim", "jigsaw_resize", "jigsaw_patch_size",
                   "jigsaw_jitter",
-                  "num_hidden", "energy_hidden_units", "spectral_normalization", "persistent",
+                  "num_hidden", "energy_hidden_units", "num_clusters", "num_components",
+                  "spectral_normalization", "persistent",
                   "num_chains", "optimizer", "batch_size", "seed")
 RUN_LENGTH = ("epochs", "jit_compile")  # neither shapes state nor changes the updates
 
@@ -180,8 +203,13 @@ def check_settings(settings):
             raise SettingError(f"{name}={value} must be {bound}")
 
 
-def defaults(method):
+def defaults(method, kind=None):
     """Every setting the preset of `method` reads, with its default value.
+
+    Args:
+        method: one of `METHODS`.
+        kind: None, or the `data_kind` of the training data ("binary",
+            "continuous", "toy"); "toy" applies `TOY_PRESETS`. Defaults to None.
 
     Example:
 
@@ -192,12 +220,16 @@ def defaults(method):
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     family = SSL_COMMON if method in SSL_METHODS else EBM_COMMON
     sampling = SAMPLING if method in ("cd", "pcd") else {}
-    return {**COMMON, **family, **sampling, **PRESETS[method]}
+    toy = TOY_PRESETS.get(method, {}) if kind == "toy" else {}
+    return {**COMMON, **family, **sampling, **PRESETS[method], **toy}
 
 
-def resolve(method, overrides):
-    """The preset's settings with `overrides` applied; unknown names raise ValueError."""
-    config = defaults(method)
+def resolve(method, overrides, kind=None):
+    """The preset's settings for data of `kind` with `overrides` applied.
+
+    Unknown names raise ValueError.
+    """
+    config = defaults(method, kind)
     unknown = sorted(set(overrides) - set(config))
     if unknown:
         raise ValueError(f"{method} has no setting {', '.join(unknown)}")
@@ -288,8 +320,19 @@ def check_data(method, config, x_train):
     if config["batch_size"] > num_train and method in SSL_METHODS:
         raise SettingError(f"batch_size={config['batch_size']} is larger than the {num_train} "
                            "training examples")
-    if method in BINARY_ONLY_METHODS and data_kind(x_train) != "binary":
+    kind = data_kind(x_train)
+    if method in BINARY_ONLY_METHODS and kind != "binary":
         raise SettingError(f"method={method} needs binary data (dataset=binary_digits)")
+    if method == "ml" and kind not in ("binary", "toy"):
+        raise SettingError("method=ml needs binary data (exact log Z by enumeration, "
+                           "dataset=binary_digits) or 2-D points (log Z by quadrature, "
+                           "dataset=toy:<name>)")
+    if method in CONSTANT_VOLUME_METHODS:
+        size = config["num_clusters" if method == "kmeans" else "num_components"]
+        if size > num_train:
+            name = "num_clusters" if method == "kmeans" else "num_components"
+            raise SettingError(f"{name}={size} is larger than the {num_train} training "
+                               "examples (k-means++ places them on distinct examples)")
     if method != "pirl":
         return
     if config["num_negatives"] > num_train:
@@ -443,7 +486,19 @@ def build_ebm(method, config, x_train, kind):
         noise = config["dae_noise"] or ("bitflip" if kind == "binary" else "gaussian")
         return methods.DenoisingAutoencoder(build_autoencoder(config, kind, x_train.shape[1]),
                                             noise=noise, noise_level=config["dae_noise_level"])
+    if method in CONSTANT_VOLUME_METHODS:
+        from keras_ebm.energies import GaussianMixtureEnergy
+        from keras_ebm.energies import KMeansEnergy
+
+        energy = (KMeansEnergy(config["num_clusters"]) if method == "kmeans"
+                  else GaussianMixtureEnergy(config["num_components"]))
+        energy.initialize_from_data(x_train, seed=config["seed"])
+        return methods.ConstantVolume(energy)
     energy = build_energy(config, kind, x_train)
+    if method == "ml" and kind == "toy":
+        return methods.QuadratureMaximumLikelihood(energy, bounds=TOY_BOUNDS,
+                                                   grid_size=config["ml_grid_size"],
+                                                   input_shape=x_train.shape[1:])
     if method in ("cd", "pcd"):
         buffer = None
         if config["persistent"]:
@@ -519,10 +574,10 @@ def build(method, x_train, compile=True, steps_per_epoch=None, **overrides):  # 
     ...                        batch_size=256)
     """
     check_settings(overrides)
-    config = resolve(method, overrides)
     if hasattr(x_train, "standin"):  # a dataset of keras_ebm.data.load, streamed or not
         x_train = x_train.standin()
     x_train = np.asarray(x_train)
+    config = resolve(method, overrides, None if method in SSL_METHODS else data_kind(x_train))
     check_data(method, config, x_train)
     if method in SSL_METHODS:
         model = build_ssl(method, config, x_train.shape[1:], len(x_train), steps_per_epoch or (
@@ -592,8 +647,11 @@ def collapse_monitor(data, examples=512, min_effective_rank=1.05,
                            raise_error=raise_error, **kwargs)
 
 
-def optimizer_factory(method, steps_per_epoch, **overrides):
-    """`lr_scale -> optimizer` of the preset, for `keras_ebm.training.fit`'s rollback."""
-    config = resolve(method, overrides)
+def optimizer_factory(method, steps_per_epoch, kind=None, **overrides):
+    """`lr_scale -> optimizer` of the preset, for `keras_ebm.training.fit`'s rollback.
+
+    `kind` is the training data's `data_kind` (None for the self-supervised methods).
+    """
+    config = resolve(method, overrides, kind)
     family = "ssl" if method in SSL_METHODS else "ebm"
     return lambda lr_scale=1.0: build_optimizer(config, steps_per_epoch, lr_scale, family=family)

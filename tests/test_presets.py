@@ -14,12 +14,15 @@ from keras_ebm.data.toy_2d import toy_2d
 
 @pytest.mark.parametrize("method,data", [("pcd", "binary"), ("nce", "binary"), ("cd", "toy"),
                                          ("dae", "binary"), ("ratio_matching", "binary"),
-                                         ("mpf", "binary"), ("ml", "binary")])
+                                         ("mpf", "binary"), ("ml", "binary"), ("ml", "toy"),
+                                         ("kmeans", "toy"), ("gmm", "toy")])
 def test_ebm_presets_train_resume_and_save(tmp_path, method, data):
     x = load_binary_digits()[0][0][:200] if data == "binary" else toy_2d("rings", 200, seed=0)
     settings = dict(epochs=2, batch_size=20, num_chains=32, mcmc_steps=2,
                     energy_hidden_units=(8,)) if method in ("cd", "pcd") else dict(
                     epochs=2, batch_size=20, energy_hidden_units=(8,))
+    settings.update({"ml": {"ml_grid_size": 16}, "kmeans": {"num_clusters": 8},
+                     "gmm": {"num_components": 4}}.get(method, {}))
     model = presets.build(method, x, steps_per_epoch=3, **settings)
     workdir = str(tmp_path / "work")
     result = training.fit(model, x, workdir=workdir, epochs=2, batch_size=20, steps_per_epoch=3,

@@ -17,7 +17,7 @@ import tempfile
 
 from absl import flags
 
-from keras_ebm.presets import SCORE_MATCHING_METHODS
+from keras_ebm.presets import SCALE_FREE_METHODS
 from keras_ebm.presets import TOY_BOUNDS
 
 PRESET = "the method's preset"
@@ -52,6 +52,11 @@ flags.DEFINE_float("dae_noise_level", None, "EBM: DAE corruption level.")
 flags.DEFINE_float("score_sigma", None, "EBM: denoising_score_matching's corruption std.")
 flags.DEFINE_integer("num_projections", None,
                      "EBM: sliced_score_matching's random directions per example.")
+flags.DEFINE_integer("num_clusters", None, "EBM: kmeans's prototypes K.")
+flags.DEFINE_integer("num_components", None, "EBM: gmm's Gaussian components K.")
+flags.DEFINE_integer("ml_grid_size", None,
+                     "EBM: ml on 2-D toys: cells per side of the grid whose quadrature gives "
+                     "log Z in the loss.")
 flags.DEFINE_bool("ais", False, "EBM: also estimate log Z of the RBM by AIS.")
 flags.DEFINE_integer("grid_size", 200, "EBM: cells per side of the 2-D quadrature grid.")
 flags.DEFINE_integer("toy_train_samples", 10000, "EBM: training points of a 2-D toy.")
@@ -168,19 +173,25 @@ def load_data(dataset, flag_values):
                      "use binary_digits, digits or toy:<name>")
 
 
-def draw_samples(model, kind, num_samples, num_steps, x_train):
-    """Fresh samples of the trained energy: long MCMC runs from noise."""
+def draw_samples(model, kind, num_samples, num_steps, x_train, temperature=1.0, seed=0):
+    """Fresh samples of the trained energy: its exact sampler, or long MCMC runs from noise."""
+    import numpy as np
     import tensorflow as tf
 
     from keras_ebm import samplers
 
+    low, high = TOY_BOUNDS if kind == "toy" else (0.0, 1.0)
+    if hasattr(model, "autoencoder") and kind != "binary":  # the DAE's own chain, from noise
+        start = np.random.default_rng(seed).uniform(low, high, (num_samples, x_train.shape[1]))
+        return model.sample(start, num_steps=num_steps)
+    if hasattr(model, "sample"):  # K-means (at the fitted T), a mixture, ML's grid: exact
+        return model.sample(num_samples, temperature=temperature, seed=seed)
     energy = model.energy
     if kind == "binary" and hasattr(energy, "sample_hidden"):
         x0 = tf.cast(tf.random.uniform([num_samples, x_train.shape[1]]) < 0.5, tf.float32)
         return samplers.Gibbs(num_steps=num_steps, mean_field_visible=True)(energy, x0).numpy()
     if kind == "binary":
         return None
-    low, high = TOY_BOUNDS if kind == "toy" else (0.0, 1.0)
     x0 = tf.random.uniform([num_samples, x_train.shape[1]], low, high)
     sampler = getattr(model, "sampler", None)
     step_size = sampler.step_size if isinstance(sampler, samplers.Langevin) else 0.01
@@ -238,8 +249,12 @@ def evaluate(model, kind, x_train, x_test, flag_values, workdir):
         metrics["calibrated_test_log_likelihood"] = calibrated["log_likelihood"]
     metrics["test_energy_mean"] = float(np.mean(np.asarray(energy(x_test))))
 
+    # Energies known only up to scale are drawn and pictured at the fitted T.
+    calibrate = flag_values.method in SCALE_FREE_METHODS and "temperature" in metrics
     samples = draw_samples(model, kind, 2000 if kind == "toy" else 100,
-                           1000 if kind == "binary" else 500, x_train)
+                           1000 if kind == "binary" else 500, x_train,
+                           temperature=metrics["temperature"] if calibrate else 1.0,
+                           seed=flag_values.seed)
     if samples is not None and kind != "binary":
         from keras_ebm.evaluation.mmd import median_bandwidths
         from keras_ebm.evaluation.mmd import mmd
@@ -253,8 +268,6 @@ def evaluate(model, kind, x_train, x_test, flag_values, workdir):
             metrics["sample_mmd_2000"] = mmd(samples[:2000], held, widths, unbiased=False)
             metrics["reference_mmd_2000"] = mmd(other, held, widths, unbiased=False)
     title = f"{flag_values.method} on {flag_values.dataset}"
-    # Score matching learns E up to scale: its picture and title are at the fitted T.
-    calibrate = flag_values.method in SCORE_MATCHING_METHODS and "temperature" in metrics
     if calibrate:
         title += (f": calibrated test log-likelihood "
                   f"{metrics['calibrated_test_log_likelihood']:.2f} nats at T = "
@@ -262,9 +275,16 @@ def evaluate(model, kind, x_train, x_test, flag_values, workdir):
     elif "test_log_likelihood" in metrics:
         title += f": test log-likelihood {metrics['test_log_likelihood']:.2f} nats"
     if kind == "toy":
+        temperature = metrics["temperature"] if calibrate else 1.0
         plot_energy_surface(os.path.join(workdir, "energy_surface.png"), model.energy, x_train,
-                            samples, TOY_BOUNDS, 150, title,
-                            temperature=metrics["temperature"] if calibrate else 1.0)
+                            samples, TOY_BOUNDS, 150, title, temperature=temperature)
+        # What tools/toy_table.py draws in its grid of every method on every toy.
+        from keras_ebm.evaluation.density import energy_grid
+
+        np.savez_compressed(os.path.join(workdir, "surface.npz"),
+                            energies=energy_grid(energy, TOY_BOUNDS, 150)[2],
+                            bounds=np.asarray(TOY_BOUNDS), temperature=temperature,
+                            samples=np.asarray(samples)[:1000])
     else:
         if samples is not None:
             plot_digit_grid(os.path.join(workdir, "samples.png"), samples,

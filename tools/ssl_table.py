@@ -20,18 +20,16 @@ config, seed and extra flags are unchanged (a changed config file reruns its
 method only), so an interrupted table resumes where it stopped.
 """
 
-import hashlib
 import json
 import os
-import subprocess
 import sys
-import time
 
+import kept_runs
 import numpy as np
 from absl import app
 from absl import flags
+from kept_runs import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONTRASTIVE = ("simclr", "moco", "pirl", "contrastive_embedding")
 NON_CONTRASTIVE = ("byol", "simsiam", "barlow_twins", "vicreg")
 NAMES = {"simclr": "SimCLR", "moco": "MoCo v2", "pirl": "PIRL",
@@ -45,70 +43,39 @@ flags.DEFINE_list("methods", list(CONTRASTIVE + NON_CONTRASTIVE),
                   "Configs to run (configs/<method>.flags).")
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds of each config.")
 flags.DEFINE_bool("ablation", True, "Also run SimSiam with --nosimsiam_stop_gradient.")
-flags.DEFINE_string("out", "docs", "Folder of the JSON, table and figure.")
-flags.DEFINE_string("runs", os.path.join("runs", "ssl_table"), "Folder of the runs (kept, "
-                    "and reused when a config is unchanged).")
-flags.DEFINE_list("extra", [], "Extra flags for every run, e.g. --extra=--epochs=2.")
-flags.DEFINE_bool("readme", False, "Write the table into README.md between its markers.")
+kept_runs.define_flags("ssl_table", "a config")
 FLAGS = flags.FLAGS
-
-
-def run_key(flagfile, seed, extra):
-    with open(flagfile, "rb") as f:
-        digest = hashlib.sha256(f.read())
-    digest.update(json.dumps([str(seed), *extra]).encode())
-    return digest.hexdigest()[:16]
 
 
 def run_one(name, method, seed, extra, runs):
     """One CLI run (or its kept result): a dict with the run's figures."""
     flagfile = os.path.join(REPO, "configs", f"{method}.flags")
-    workdir = os.path.join(runs, name, f"seed{seed}")
-    key = run_key(flagfile, seed, extra)
-    summary = os.path.join(workdir, "summary.json")
-    if os.path.exists(summary):
-        with open(summary) as f:
-            kept = json.load(f)
-        if kept.get("key") == key:
-            print(f"{name} seed {seed}: kept ({summary})", flush=True)
-            return kept
-    subprocess.run(["rm", "-rf", workdir, workdir + "_export"], check=True)
-    os.makedirs(os.path.dirname(workdir), exist_ok=True)
-    command = [sys.executable, os.path.join(REPO, "tools", "train.py"), f"--flagfile={flagfile}",
-               f"--seed={seed}", f"--workdir={workdir}", f"--export_dir={workdir}_export",
-               *extra]
-    print(f"{name} seed {seed}: {' '.join(command[1:])}", flush=True)
-    start = time.perf_counter()
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    lines = [line for line in result.stderr.splitlines() if line.startswith("train.py:")]
-    entry = {"name": name, "method": method, "seed": int(seed), "key": key,
-             "status": result.returncode, "wall_seconds": round(wall, 1),
-             "error": lines[-1] if lines else None}
-    if result.returncode == 0:
-        with open(os.path.join(workdir, "metrics.json")) as f:
-            metrics = json.load(f)
-        entry.update({k: metrics.get(k) for k in (
-            "train_seconds", "epochs", "effective_rank", "embedding_std", "projection_rank",
-            "projection_std", "knn_accuracy", "evaluation")})
-        entry["rank_epochs"] = list(range(1, len(metrics["effective_rank"]) + 1))
-    else:
+    with open(flagfile, "rb") as f:
+        key = kept_runs.content_key(f.read(), seed, *extra)
+    label = f"{name} seed {seed}"
+
+    def read_result(workdir, returncode, stderr):
+        entry = {"name": name, "method": method, "seed": int(seed)}
+        if returncode == 0:
+            with open(os.path.join(workdir, "metrics.json")) as f:
+                metrics = json.load(f)
+            entry.update({k: metrics.get(k) for k in (
+                "train_seconds", "epochs", "effective_rank", "embedding_std", "projection_rank",
+                "projection_std", "knn_accuracy", "evaluation")})
+            entry["rank_epochs"] = list(range(1, len(metrics["effective_rank"]) + 1))
+            return entry
         record = os.path.join(workdir, "collapse.json")
-        if os.path.exists(record):
-            with open(record) as f:
-                history = json.load(f)["history"]
-            for key_name in ("effective_rank", "projection_rank"):
-                entry[key_name] = [row[key_name] for row in history]
-            entry["rank_epochs"] = [row["epoch"] for row in history]
-        elif result.returncode != 1:  # not a collapse: show why, keep nothing
-            sys.stderr.write(result.stderr[-3000:])
-            raise SystemExit(f"ssl_table.py: {name} seed {seed} failed (status "
-                             f"{result.returncode})")
-    print(f"{name} seed {seed}: status {result.returncode} in {wall:.0f} s"
-          + (f" ({entry['error']})" if entry["error"] else ""), flush=True)
-    with open(summary, "w") as f:
-        json.dump(entry, f, indent=1)
-    return entry
+        if not os.path.exists(record):  # not a collapse (the monitor writes collapse.json)
+            raise kept_runs.failed("ssl_table.py", label, returncode, stderr)
+        with open(record) as f:
+            history = json.load(f)["history"]
+        for key_name in ("effective_rank", "projection_rank"):
+            entry[key_name] = [row[key_name] for row in history]
+        entry["rank_epochs"] = [row["epoch"] for row in history]
+        return entry
+
+    return kept_runs.run(label, os.path.join(runs, name, f"seed{seed}"),
+                         [f"--flagfile={flagfile}", f"--seed={seed}", *extra], key, read_result)
 
 
 def mean_std(values, scale=100.0, digits=1):
@@ -211,18 +178,6 @@ def figure(entries, path):
     plt.close(fig)
 
 
-def write_readme(markdown):
-    path = os.path.join(REPO, "README.md")
-    with open(path) as f:
-        text = f.read()
-    if MARKERS[0] not in text or MARKERS[1] not in text:
-        raise SystemExit(f"ssl_table.py: --readme: {path} has no {MARKERS[0]!r} marker")
-    head, rest = text.split(MARKERS[0], 1)
-    _, tail = rest.split(MARKERS[1], 1)
-    with open(path, "w") as f:
-        f.write(f"{head}{MARKERS[0]}\n{markdown}{MARKERS[1]}{tail}")
-
-
 def main(argv):
     del argv
     unknown = sorted(set(FLAGS.methods) - set(NAMES))
@@ -240,15 +195,9 @@ def main(argv):
         for seed in FLAGS.seeds:
             entries.append(run_one(ABLATION, "simsiam", seed,
                                    ["--nosimsiam_stop_gradient", *FLAGS.extra], runs))
-    markdown = table(entries, FLAGS.seeds)
-    with open(os.path.join(FLAGS.out, "ssl_digits.json"), "w") as f:
-        json.dump(entries, f, indent=1)
-    with open(os.path.join(FLAGS.out, "ssl_digits.md"), "w") as f:
-        f.write(markdown)
     figure(entries, os.path.join(FLAGS.out, "ssl_digits_rank.png"))
-    if FLAGS.readme:
-        write_readme(markdown)
-    print("\n" + markdown)
+    kept_runs.publish(FLAGS.out, "ssl_digits", entries, table(entries, FLAGS.seeds), MARKERS,
+                      "ssl_table.py", FLAGS.readme, runs)
 
 
 if __name__ == "__main__":

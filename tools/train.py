@@ -128,11 +128,12 @@ def run(strategy, chief, workdir, export_dir):
                 max_image_pixels=FLAGS.max_image_pixels,
                 stream={"always": True, "never": False}.get(FLAGS.stream, "auto"))
             x_train = dataset.standin()  # the train images, or a zero-copy stand-in
+            kind = None
         else:
             x_train, x_test, kind = ebm_recipes.load_data(FLAGS.dataset, FLAGS)
     except (ValueError, keras_ebm.data.DataError) as error:
         raise UsageError(f"--dataset: {error}".replace("--dataset: --", "--")) from None
-    config = presets.resolve(FLAGS.method, overrides())
+    config = presets.resolve(FLAGS.method, overrides(), kind)
     state, settings = presets.fingerprint(FLAGS.method, config, x_train.shape[1:])
     steps = min(presets.default_steps_per_epoch(config, len(x_train)),
                 FLAGS.steps_per_epoch or len(x_train))
@@ -168,7 +169,7 @@ def run(strategy, chief, workdir, export_dir):
             steps_per_epoch=steps, with_index=FLAGS.method == "pirl",
             keep_checkpoints=FLAGS.keep_checkpoints, on_divergence=FLAGS.on_divergence,
             max_rollbacks=FLAGS.max_rollbacks, rollback_lr_factor=FLAGS.rollback_lr_factor,
-            optimizer=presets.optimizer_factory(FLAGS.method, steps, **overrides()),
+            optimizer=presets.optimizer_factory(FLAGS.method, steps, kind, **overrides()),
             jit_compile=config["jit_compile"], callbacks=[*monitor, *EXTRA_CALLBACKS],
             verbose=1 if sys.stdout.isatty() else 2, dataset_fn=dataset_fn, chief=chief,
             fingerprint={**state, "dataset": FLAGS.dataset, "num_examples": len(x_train)},

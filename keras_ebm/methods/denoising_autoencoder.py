@@ -120,6 +120,29 @@ class DenoisingAutoencoder(EnergyMethod):
         return loss, {"energy_data": tf.stop_gradient(self.energy(x_data)),
                       "energy_corrupted": tf.stop_gradient(self.energy(x_corrupted))}
 
+    def sample(self, start, num_steps=100):
+        """Runs the DAE's own Markov chain from `start`: x <- r(corrupt(x)), `num_steps` times.
+
+        Bengio, Yao, Alain & Vincent ("Generalized denoising auto-encoders as
+        generative models", NeurIPS 2013): alternating the corruption and the
+        reconstruction is a chain whose stationary distribution estimates
+        the data's; the reconstruction r is the lecture's "dynamical system
+        whose dynamics go to the manifold".
+
+        Args:
+            start: array [n, ...], the chains' first points (e.g. uniform noise).
+            num_steps: int >= 0. Defaults to 100.
+
+        Returns:
+            A float32 array shaped like `start`.
+        """
+        x = tf.convert_to_tensor(start, tf.float32)
+        step = tf.function(lambda x: self.autoencoder(
+            corrupt(x, self.noise, self.noise_level), training=False))
+        for _ in range(int(num_steps)):
+            x = step(x)
+        return x.numpy()
+
     def get_config(self):
         config = super().get_config()
         config.pop("energy", None)

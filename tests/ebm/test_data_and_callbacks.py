@@ -102,6 +102,21 @@ def test_dae_lowers_reconstruction_energy_of_data():
     assert after_data < float(np.mean(model.energy(random_bits)))
 
 
+def test_dae_chain_reaches_its_stationary_distribution():
+    # r(x) = x / 2 with Gaussian corruption sigma: x <- (x + sigma n) / 2 is an AR(1) chain
+    # whose stationary law is N(0, sigma^2 / 4 / (1 - 1/4)) = N(0, sigma^2 / 3).
+    keras.utils.set_random_seed(0)
+    halve = keras.layers.Dense(2, use_bias=False, kernel_initializer=keras.initializers.Constant(
+        0.5 * np.eye(2)))
+    model = DenoisingAutoencoder(keras.Sequential([keras.Input((2,)), halve]),
+                                 noise="gaussian", noise_level=0.6)
+    start = np.full((20000, 2), 3.0, "float32")
+    samples = model.sample(start, num_steps=30)
+    assert samples.shape == (20000, 2)
+    np.testing.assert_allclose(samples.mean(0), [0.0, 0.0], atol=0.02)
+    np.testing.assert_allclose(samples.var(0), [0.12, 0.12], rtol=0.05)
+
+
 def test_corruptions():
     x = tf.ones([1000, 10])
     assert abs(float(tf.reduce_mean(corrupt(x, "bitflip", 0.2))) - 0.8) < 0.02

@@ -6,25 +6,11 @@ import pytest
 import tensorflow as tf
 
 from keras_ebm import presets
+from keras_ebm.energies import QuadraticEnergy
 from keras_ebm.methods import ScoreMatching
 
 COVARIANCE = np.array([[1.0, 0.6], [0.6, 0.5]])
 MEAN = np.array([0.5, -1.0])
-
-
-class QuadraticEnergy(keras.layers.Layer):
-    """E(x) = 1/2 (x - m)^T L L^T (x - m): a Gaussian with precision L L^T (a test energy)."""
-
-    def build(self, input_shape):
-        self.mean = self.add_weight(shape=(2,), initializer="zeros", name="mean")
-        self.factor = self.add_weight(shape=(2, 2), initializer="identity", name="factor")
-
-    def precision(self):
-        return self.factor @ tf.transpose(self.factor)
-
-    def call(self, x):
-        d = x - self.mean
-        return 0.5 * tf.reduce_sum(d * tf.linalg.matvec(self.precision(), d), axis=-1)
 
 
 @pytest.mark.parametrize("variant", ["exact", "denoising", "sliced"])

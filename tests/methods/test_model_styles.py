@@ -18,6 +18,7 @@ from keras_ebm.layers import PatchHead
 from keras_ebm.layers import ProjectionHead
 from keras_ebm.memory import ReplayBuffer
 from keras_ebm.methods import PIRL
+from keras_ebm.methods import ConstantVolume
 from keras_ebm.methods import ContrastiveDivergence
 from keras_ebm.methods import ContrastiveEmbedding
 from keras_ebm.methods import DenoisingAutoencoder
@@ -25,6 +26,7 @@ from keras_ebm.methods import MaximumLikelihood
 from keras_ebm.methods import MinimumProbabilityFlow
 from keras_ebm.methods import MoCo
 from keras_ebm.methods import NoiseContrastiveEstimation
+from keras_ebm.methods import QuadratureMaximumLikelihood
 from keras_ebm.methods import RatioMatching
 from keras_ebm.methods import ScoreMatching
 from keras_ebm.methods import SimCLR
@@ -126,7 +128,7 @@ def head(style, output_dim=4):
     return cls((8,), output_dim, batch_norm=False)
 
 
-def energy(style, binary=False):
+def energy(style, binary=False, dim=DIM):
     if style == "provided_subclass":
         return UserRBM(DIM, 3) if binary else UserMLPEnergy([8])
     if style == "subclassed":
@@ -136,8 +138,8 @@ def energy(style, binary=False):
     if style == "sequential":
         return keras.Sequential(layers)
     if style == "sequential_input":
-        return keras.Sequential([keras.Input((DIM,)), *layers])
-    inputs = keras.Input((DIM,))
+        return keras.Sequential([keras.Input((dim,)), *layers])
+    inputs = keras.Input((dim,))
     return keras.Model(inputs, ops.squeeze(layers[1](layers[0](inputs)), -1))
 
 
@@ -247,6 +249,15 @@ def make_score_matching_denoising(style):
 
 def make_score_matching_sliced(style):
     return ScoreMatching(energy(style), variant="sliced", num_projections=2), continuous()
+
+
+def make_constant_volume(style):
+    return ConstantVolume(energy(style)), continuous()
+
+
+def make_quadrature_ml(style):
+    points = np.random.default_rng(3).normal(size=(NUM, 2)).astype("float32")
+    return QuadratureMaximumLikelihood(energy(style, dim=2), grid_size=8), points
 
 
 def make_dae(style):
