@@ -181,7 +181,9 @@ def draw_samples(model, kind, num_samples, num_steps, x_train, temperature=1.0, 
     from keras_ebm import samplers
 
     low, high = TOY_BOUNDS if kind == "toy" else (0.0, 1.0)
-    if hasattr(model, "autoencoder") and kind != "binary":  # the DAE's own chain, from noise
+    if hasattr(model, "autoencoder"):  # the DAE's own chain, from noise (continuous data)
+        if kind == "binary":
+            return None
         start = np.random.default_rng(seed).uniform(low, high, (num_samples, x_train.shape[1]))
         return model.sample(start, num_steps=num_steps)
     if hasattr(model, "sample"):  # K-means (at the fitted T), a mixture, ML's grid: exact
