@@ -277,14 +277,15 @@ def evaluate(model, kind, x_train, x_test, flag_values, workdir):
     elif "test_log_likelihood" in metrics:
         title += f": test log-likelihood {metrics['test_log_likelihood']:.2f} nats"
     if kind == "toy":
-        temperature = metrics["temperature"] if calibrate else 1.0
-        plot_energy_surface(os.path.join(workdir, "energy_surface.png"), model.energy, x_train,
-                            samples, TOY_BOUNDS, 150, title, temperature=temperature)
-        # What tools/toy_table.py draws in its grid of every method on every toy.
         from keras_ebm.evaluation.density import energy_grid
 
-        np.savez_compressed(os.path.join(workdir, "surface.npz"),
-                            energies=energy_grid(energy, TOY_BOUNDS, 150)[2],
+        temperature = metrics["temperature"] if calibrate else 1.0
+        grid = energy_grid(energy, TOY_BOUNDS, 150)[2]
+        plot_energy_surface(os.path.join(workdir, "energy_surface.png"), model.energy, x_train,
+                            samples, TOY_BOUNDS, 150, title, temperature=temperature,
+                            energies=grid)
+        # What tools/toy_table.py draws in its grid of every method on every toy.
+        np.savez_compressed(os.path.join(workdir, "surface.npz"), energies=grid,
                             bounds=np.asarray(TOY_BOUNDS), temperature=temperature,
                             samples=np.asarray(samples)[:1000])
     else:

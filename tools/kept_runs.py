@@ -83,18 +83,19 @@ def write_between_markers(path, markers, markdown, tool):
         f.write(f"{head}{markers[0]}\n{markdown}{markers[1]}{tail}")
 
 
-def publish(out, stem, entries, markdown, markers, tool, readme, runs):
+def publish(out, stem, entries, markdown, markers, tool, readme, runs, readme_markdown=None):
     """Writes `<out>/<stem>.json` (the runs) and `.md` (the tables); with `readme`, the README.
 
     The runs' folder `runs` (a path on this machine, in the runs' error lines) is
-    written as `<runs>`.
+    written as `<runs>`. The README gets `readme_markdown` (default: `markdown`).
     """
     with open(os.path.join(out, f"{stem}.json"), "w") as f:
         f.write(json.dumps(entries, indent=1).replace(runs, "<runs>"))
     with open(os.path.join(out, f"{stem}.md"), "w") as f:
         f.write(markdown)
     if readme:
-        write_between_markers(os.path.join(REPO, "README.md"), markers, markdown, tool)
+        write_between_markers(os.path.join(REPO, "README.md"), markers,
+                              readme_markdown or markdown, tool)
     print("\n" + markdown)
 
 

@@ -94,7 +94,8 @@ def run_one(method, toy, seed, extra, runs):
 
 
 def tables(entries, methods, toys):
-    """The three markdown tables: log-likelihoods, sample MMDs, training seconds."""
+    """`(full, readme)` markdown: all three tables (log-likelihoods, sample MMDs, training
+    seconds), and the log-likelihoods alone with a link to the others for the README."""
     found = {(e["method"], e["toy"]): e for e in entries}
     header = "| strategy | method | " + " | ".join(toys) + " |\n|---|---|" + "---|" * len(toys)
     gaussian = [next((e["gaussian_test_log_likelihood"] for e in entries if e["toy"] == t),
@@ -134,21 +135,27 @@ def tables(entries, methods, toys):
               for t in toys]
     mmd.insert(1, "| – | two held-out draws (the floor) | " + " | ".join(
         "–" if f is None else f"1× ({f:.1e})" for f in floors) + " |")
-    return (
+    likelihood_text = (
         "Held-out log-likelihood, nats per point (higher is better): calibrated, "
         "p_T = exp(−E/T)/Z_T with T fitted on the training points and Z_T by quadrature "
         "on a 200 × 200 grid over [−4, 4]²; in brackets the gain over the fitted Gaussian "
         "and T. ✗: under the target (+0.1 nats; +0.3 for strategies 2–4).\n\n"
-        + "\n".join(likelihood)
+        + "\n".join(likelihood))
+    footer = (f"\n\nEach cell: `python tools/train.py --method=<method> --dataset=toy:<toy> "
+              f"--seed={FLAGS.seed}` with the method's defaults; tables, "
+              "`docs/toy_strategies.json` and `docs/toy_strategies.png` by "
+              "`python tools/toy_table.py --readme`.\n")
+    full = (
+        likelihood_text
         + "\n\nSamples: biased MMD² (`keras_ebm.evaluation.mmd`, median-heuristic RBF widths) "
         "of 2000 samples against 2000 held-out points, as a multiple of the MMD² between two "
         "held-out draws of 2000 (the value in brackets). ✗: over 3× for strategies 3 and 4.\n\n"
         + "\n".join(mmd)
         + "\n\nTraining seconds on this machine's 2 cores, one run after another:\n\n"
-        + "\n".join(seconds)
-        + f"\n\nEach cell: `python tools/train.py --method=<method> --dataset=toy:<toy> "
-        f"--seed={FLAGS.seed}` with the method's defaults; tables, `docs/toy_strategies.json` "
-        "and `docs/toy_strategies.png` by `python tools/toy_table.py --readme`.\n")
+        + "\n".join(seconds) + footer)
+    readme = (likelihood_text + "\n\nThe samples' MMD and the training seconds of every cell: "
+              "[docs/toy_strategies.md](docs/toy_strategies.md)." + footer)
+    return full, readme
 
 
 def figure(entries, methods, toys, runs, path):
@@ -211,9 +218,9 @@ def main(argv):
     os.makedirs(FLAGS.out, exist_ok=True)
     entries = [run_one(m, t, FLAGS.seed, FLAGS.extra, runs) for m in methods for t in FLAGS.toys]
     figure(entries, methods, FLAGS.toys, runs, os.path.join(FLAGS.out, "toy_strategies.png"))
-    kept_runs.publish(FLAGS.out, "toy_strategies", entries,
-                      tables(entries, methods, FLAGS.toys), MARKERS, "toy_table.py",
-                      FLAGS.readme, runs)
+    full, readme = tables(entries, methods, FLAGS.toys)
+    kept_runs.publish(FLAGS.out, "toy_strategies", entries, full, MARKERS, "toy_table.py",
+                      FLAGS.readme, runs, readme_markdown=readme)
 
 
 if __name__ == "__main__":

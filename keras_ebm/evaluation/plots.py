@@ -42,7 +42,7 @@ def _log_density(energies):
 
 
 def plot_energy_surface(path, energy, x_train, samples, bounds=(-4.0, 4.0), grid_size=150,
-                        title="", temperature=1.0):
+                        title="", temperature=1.0, energies=None):
     """Draws the data, the energy and its density on a square of the plane; saves a PNG.
 
     Three panels over `bounds`^2: the training points; the energy E(x) on a
@@ -62,6 +62,9 @@ def plot_energy_surface(path, energy, x_train, samples, bounds=(-4.0, 4.0), grid
         temperature: positive float T; the density panel shows exp(-E / T) / Z_T
             (`keras_ebm.evaluation.fit_temperature` calibrates an energy known
             only up to scale). Defaults to 1.0.
+        energies: float64 array [grid_size, grid_size] of
+            `keras_ebm.evaluation.density.energy_grid` over `bounds`, or None
+            to compute it. Defaults to None.
 
     Returns:
         The saved `matplotlib.figure.Figure` (not registered with pyplot).
@@ -78,7 +81,8 @@ def plot_energy_surface(path, energy, x_train, samples, bounds=(-4.0, 4.0), grid
 
     low, high = (float(b) for b in bounds)
     extent = (low, high, low, high)
-    _, _, energies = energy_grid(energy, (low, high), grid_size)
+    if energies is None:
+        _, _, energies = energy_grid(energy, (low, high), grid_size)
     x_train = np.asarray(x_train)
     width = 14.0
     figure = _figure((width, 5.2))
