@@ -17,7 +17,6 @@ import tempfile
 
 from absl import flags
 
-from keras_ebm.presets import SCALE_FREE_METHODS
 from keras_ebm.presets import TOY_BOUNDS
 
 PRESET = "the method's preset"
@@ -57,6 +56,20 @@ flags.DEFINE_integer("num_components", None, "EBM: gmm's Gaussian components K."
 flags.DEFINE_integer("ml_grid_size", None,
                      "EBM: ml on 2-D toys: cells per side of the grid whose quadrature gives "
                      "log Z in the loss.")
+flags.DEFINE_integer("num_atoms", None, "EBM: sparse_coding's dictionary atoms K.")
+flags.DEFINE_float("sparsity", None, "EBM: sparse_coding's L1 weight lambda.")
+flags.DEFINE_integer("ista_iterations", None, "EBM: sparse_coding's FISTA steps per code.")
+flags.DEFINE_integer("rbf_centers", None,
+                     "EBM: sparse_coding's Gaussian-bump features (a square on 2-D toys).")
+flags.DEFINE_float("rbf_width", None, "EBM: sparse_coding's feature width (std).")
+flags.DEFINE_float("contraction", None,
+                   "EBM: contractive_autoencoder's Jacobian penalty weight.")
+flags.DEFINE_float("contraction_noise", None,
+                   "EBM: contractive_autoencoder: std of the points (around the data) where "
+                   "the Jacobian is penalised.")
+flags.DEFINE_integer("cae_units", None, "EBM: contractive_autoencoder's softmax code units.")
+flags.DEFINE_float("cae_sharpness", None,
+                   "EBM: contractive_autoencoder's initial softmax sharpness s.")
 flags.DEFINE_bool("ais", False, "EBM: also estimate log Z of the RBM by AIS.")
 flags.DEFINE_integer("grid_size", 200, "EBM: cells per side of the 2-D quadrature grid.")
 flags.DEFINE_integer("toy_train_samples", 10000, "EBM: training points of a 2-D toy.")
@@ -173,135 +186,10 @@ def load_data(dataset, flag_values):
                      "use binary_digits, digits or toy:<name>")
 
 
-def draw_samples(model, kind, num_samples, num_steps, x_train, temperature=1.0, seed=0):
-    """Fresh samples of the trained energy: its exact sampler, or long MCMC runs from noise."""
-    import numpy as np
-    import tensorflow as tf
+def evaluate(model, x_train, x_test, flag_values, workdir):
+    """Scores the trained energy and draws its pictures (`keras_ebm.evaluation.evaluate_energy`)."""
+    from keras_ebm.evaluation import evaluate_energy
 
-    from keras_ebm import samplers
-
-    low, high = TOY_BOUNDS if kind == "toy" else (0.0, 1.0)
-    if hasattr(model, "autoencoder"):  # the DAE's own chain, from noise (continuous data)
-        if kind == "binary":
-            return None
-        start = np.random.default_rng(seed).uniform(low, high, (num_samples, x_train.shape[1]))
-        return model.sample(start, num_steps=num_steps)
-    if hasattr(model, "sample"):  # K-means (at the fitted T), a mixture, ML's grid: exact
-        return model.sample(num_samples, temperature=temperature, seed=seed)
-    energy = model.energy
-    if kind == "binary" and hasattr(energy, "sample_hidden"):
-        x0 = tf.cast(tf.random.uniform([num_samples, x_train.shape[1]]) < 0.5, tf.float32)
-        return samplers.Gibbs(num_steps=num_steps, mean_field_visible=True)(energy, x0).numpy()
-    if kind == "binary":
-        return None
-    x0 = tf.random.uniform([num_samples, x_train.shape[1]], low, high)
-    sampler = getattr(model, "sampler", None)
-    step_size = sampler.step_size if isinstance(sampler, samplers.Langevin) else 0.01
-    noise_scale = sampler.noise_scale if isinstance(sampler, samplers.Langevin) else None
-    return samplers.Langevin(num_steps=num_steps, step_size=step_size, noise_scale=noise_scale,
-                             clip_value_min=low, clip_value_max=high)(energy, x0).numpy()
-
-
-def evaluate(model, kind, x_train, x_test, flag_values, workdir):
-    """Scores the trained energy and draws its pictures; returns a metrics dict."""
-    import numpy as np
-
-    from keras_ebm.evaluation.plots import plot_digit_grid
-    from keras_ebm.evaluation.plots import plot_energy_surface
-
-    metrics = {}
-    energy = model.energy
-    if kind == "binary":
-        from keras_ebm.data.binary_digits import independent_pixels_log_likelihood
-
-        metrics["independent_pixels_test_log_likelihood"] = independent_pixels_log_likelihood(
-            x_train, x_test)
-        if hasattr(energy, "log_partition"):
-            from keras_ebm.evaluation.log_partition import rbm_log_likelihood
-            from keras_ebm.evaluation.log_partition import rbm_log_partition
-
-            log_z = rbm_log_partition(energy)
-            metrics["log_partition"] = log_z
-            metrics["train_log_likelihood"] = rbm_log_likelihood(energy, x_train, log_z)
-            metrics["test_log_likelihood"] = rbm_log_likelihood(energy, x_test, log_z)
-            if flag_values.ais:
-                from keras_ebm.evaluation.ais import ais_log_partition
-
-                mean = np.clip(x_train.mean(0), 1e-2, 1 - 1e-2)
-                metrics["ais_log_partition"], _ = ais_log_partition(
-                    energy, num_chains=100, num_betas=10000,
-                    base_visible_bias=np.log(mean / (1 - mean)))
-            if hasattr(model, "log_partition") and not callable(model.log_partition):
-                metrics["nce_learned_log_partition"] = float(np.asarray(model.log_partition))
-    elif kind == "toy":
-        from keras_ebm.evaluation.density import gaussian_log_likelihood
-        from keras_ebm.evaluation.density import grid_log_likelihood
-
-        metrics["test_log_likelihood"] = grid_log_likelihood(
-            energy, x_test, TOY_BOUNDS, flag_values.grid_size)
-        metrics["train_log_likelihood"] = grid_log_likelihood(
-            energy, x_train, TOY_BOUNDS, flag_values.grid_size)
-        metrics["gaussian_test_log_likelihood"] = gaussian_log_likelihood(x_train, x_test)
-        # The energy up to scale: p_T = exp(-E / T) / Z_T with T fitted on the training data.
-        from keras_ebm.evaluation.density import calibrated_log_likelihood
-
-        calibrated = calibrated_log_likelihood(energy, x_train, x_test, TOY_BOUNDS,
-                                               flag_values.grid_size)
-        metrics["temperature"] = calibrated["temperature"]
-        metrics["calibrated_test_log_likelihood"] = calibrated["log_likelihood"]
-    metrics["test_energy_mean"] = float(np.mean(np.asarray(energy(x_test))))
-
-    # Energies known only up to scale are drawn and pictured at the fitted T.
-    calibrate = flag_values.method in SCALE_FREE_METHODS and "temperature" in metrics
-    samples = draw_samples(model, kind, 2000 if kind == "toy" else 100,
-                           1000 if kind == "binary" else 500, x_train,
-                           temperature=metrics["temperature"] if calibrate else 1.0,
-                           seed=flag_values.seed)
-    if samples is not None and kind != "binary":
-        from keras_ebm.evaluation.mmd import median_bandwidths
-        from keras_ebm.evaluation.mmd import mmd
-
-        metrics["sample_mmd"] = mmd(samples[:1000], x_test[:1000])
-        if kind == "toy" and len(x_test) >= 4000:
-            # Biased MMD^2 (never negative) of 2000 samples against 2000 held-out points, and
-            # the same between two independent held-out draws: the floor it is compared with.
-            held, other = x_test[:2000], x_test[2000:4000]
-            widths = median_bandwidths(held)
-            metrics["sample_mmd_2000"] = mmd(samples[:2000], held, widths, unbiased=False)
-            metrics["reference_mmd_2000"] = mmd(other, held, widths, unbiased=False)
-    title = f"{flag_values.method} on {flag_values.dataset}"
-    if calibrate:
-        title += (f": calibrated test log-likelihood "
-                  f"{metrics['calibrated_test_log_likelihood']:.2f} nats at T = "
-                  f"{metrics['temperature']:.3g}")
-    elif "test_log_likelihood" in metrics:
-        title += f": test log-likelihood {metrics['test_log_likelihood']:.2f} nats"
-    if kind == "toy":
-        from keras_ebm.evaluation.density import energy_grid
-
-        temperature = metrics["temperature"] if calibrate else 1.0
-        grid = energy_grid(energy, TOY_BOUNDS, 150)[2]
-        plot_energy_surface(os.path.join(workdir, "energy_surface.png"), model.energy, x_train,
-                            samples, TOY_BOUNDS, 150, title, temperature=temperature,
-                            energies=grid)
-        # What tools/toy_table.py draws in its grid of every method on every toy.
-        np.savez_compressed(os.path.join(workdir, "surface.npz"), energies=grid,
-                            bounds=np.asarray(TOY_BOUNDS), temperature=temperature,
-                            samples=np.asarray(samples)[:1000])
-    else:
-        if samples is not None:
-            plot_digit_grid(os.path.join(workdir, "samples.png"), samples,
-                            title + "\nsamples (1000 MCMC steps from noise)")
-        buffer = getattr(model, "replay_buffer", None)
-        if buffer is not None:
-            plot_digit_grid(os.path.join(workdir, "persistent_chains.png"),
-                            np.asarray(buffer.chains), "persistent chains")
-        if flag_values.method == "dae":
-            from keras_ebm.methods.denoising_autoencoder import corrupt
-
-            corrupted = np.asarray(corrupt(x_test[:50], model.noise, model.noise_level))
-            reconstructed = np.asarray(model.autoencoder(corrupted))
-            rows = np.concatenate([corrupted[:10], reconstructed[:10], x_test[:10]])
-            plot_digit_grid(os.path.join(workdir, "denoising.png"), np.clip(rows, 0, 1),
-                            "corrupted / reconstructed / clean")
-    return metrics
+    return evaluate_energy(model, x_train, x_test, method=flag_values.method, workdir=workdir,
+                           grid_size=flag_values.grid_size, ais=flag_values.ais,
+                           seed=flag_values.seed, dataset=flag_values.dataset)

@@ -229,7 +229,7 @@ def run(strategy, chief, workdir, export_dir):
     if not chief:
         return metrics  # only the chief writes the model, the export and the metrics
     if not ssl:
-        metrics.update(ebm_recipes.evaluate(model, kind, x_train, x_test, FLAGS, workdir))
+        metrics.update(ebm_recipes.evaluate(model, x_train, x_test, FLAGS, workdir))
     metrics["model"] = training.save_model(model, os.path.join(workdir, "model.keras"))
     metrics["export"] = ebm_recipes.export(model, export_dir, x_train.shape[1:],
                                            None if ssl else kind)

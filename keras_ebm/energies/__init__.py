@@ -9,3 +9,5 @@ from keras_ebm.energies.mixture import KMeansEnergy
 from keras_ebm.energies.mlp import MLPEnergy
 from keras_ebm.energies.quadratic import QuadraticEnergy
 from keras_ebm.energies.rbm import RBM
+from keras_ebm.energies.sparse_coding import RBFFeatures
+from keras_ebm.energies.sparse_coding import SparseCodingEnergy

@@ -9,6 +9,9 @@ from keras_ebm.evaluation.density import calibrated_log_likelihood
 from keras_ebm.evaluation.density import fit_temperature
 from keras_ebm.evaluation.density import grid_log_likelihood
 from keras_ebm.evaluation.density import grid_log_partition
+from keras_ebm.evaluation.density import grid_sample
+from keras_ebm.evaluation.energy_report import draw_samples
+from keras_ebm.evaluation.energy_report import evaluate_energy
 from keras_ebm.evaluation.knn import knn_accuracy
 from keras_ebm.evaluation.linear_probe import PROTOCOL
 from keras_ebm.evaluation.linear_probe import evaluate_features

@@ -7,12 +7,14 @@ predictor, `PredictorMethod`), BarlowTwins and VICReg. The classical ones are
 `EnergyMethod`s (an energy E(x)), one or more per strategy of the lecture: 1
 `ConstantVolume`, 2 `MaximumLikelihood` and `QuadratureMaximumLikelihood`, 3
 `ContrastiveDivergence`, `NoiseContrastiveEstimation`, `RatioMatching` and
-`MinimumProbabilityFlow`, 4 `ScoreMatching`, 5 `DenoisingAutoencoder`.
+`MinimumProbabilityFlow`, 4 `ScoreMatching`, 5 `DenoisingAutoencoder`, 6
+`SparseCoding`, 7 `ContractiveAutoencoder`.
 """
 
 from keras_ebm.methods.barlow_twins import BarlowTwins
 from keras_ebm.methods.byol import BYOL
 from keras_ebm.methods.constant_volume import ConstantVolume
+from keras_ebm.methods.contractive_autoencoder import ContractiveAutoencoder
 from keras_ebm.methods.contrastive_divergence import ContrastiveDivergence
 from keras_ebm.methods.contrastive_embedding import ContrastiveEmbedding
 from keras_ebm.methods.denoising_autoencoder import DenoisingAutoencoder
@@ -30,4 +32,5 @@ from keras_ebm.methods.ratio_matching import RatioMatching
 from keras_ebm.methods.score_matching import ScoreMatching
 from keras_ebm.methods.simclr import SimCLR
 from keras_ebm.methods.simsiam import SimSiam
+from keras_ebm.methods.sparse_coding import SparseCoding
 from keras_ebm.methods.vicreg import VICReg

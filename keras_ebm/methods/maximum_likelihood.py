@@ -190,13 +190,11 @@ class QuadratureMaximumLikelihood(EnergyMethod):
         then a point uniformly inside it: the piecewise-constant density whose
         normaliser is the loss's log Z. No Markov chain, so nothing to mix.
         """
-        rng = np.random.default_rng(seed)
+        from keras_ebm.evaluation.density import sample_cells
+
         points = self.grid((None, self._dim()))
-        negative = -np.asarray(self.energy(tf.constant(points), training=False), "float64")
-        weights = np.exp((negative - negative.max()) / temperature)
-        cells = rng.choice(len(points), size=num_samples, p=weights / weights.sum())
-        jitter = rng.uniform(-0.5, 0.5, (num_samples, points.shape[1])) * self.cell
-        return (points[cells] + jitter).astype("float32")
+        energies = np.asarray(self.energy(tf.constant(points), training=False), "float64")
+        return sample_cells(points, energies, self.cell, num_samples, temperature, seed)
 
     def contrastive_loss(self, inputs, training):
         x, offset = inputs

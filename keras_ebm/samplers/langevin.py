@@ -75,11 +75,11 @@ class Langevin(Sampler):
             return math.sqrt(2.0 * self.step_size)
         return self.noise_scale
 
-    def _drift(self, energy, x):
+    def _drift(self, energy, x, step_size):
         energies, gradient = energy_and_gradient(energy, x)
         if self.grad_clip is not None:
             gradient = tf.clip_by_value(gradient, -self.grad_clip, self.grad_clip)
-        return energies, x - self.step_size * gradient
+        return energies, x - step_size * gradient
 
     def _clamp(self, x):
         if self.clip_value_min is not None or self.clip_value_max is not None:
@@ -89,8 +89,11 @@ class Langevin(Sampler):
         return x
 
     def step(self, energy, x, step_index, seed=None):
-        sigma = self.effective_noise_scale
-        energies, mean = self._drift(energy, x)
+        return self.transition(energy, x, self.step_size, self.effective_noise_scale, seed)
+
+    def transition(self, energy, x, step_size, sigma, seed=None):
+        """One Langevin (or MALA) move with this step size and noise std; see `step`."""
+        energies, mean = self._drift(energy, x, step_size)
         x_proposed = mean + sigma * random_normal(tf.shape(x), fold_seed(seed, 0), x.dtype)
         # NOTE: clamping is applied to the proposal; with MALA the proposal
         # densities below ignore the clamp, so exactness holds only away from
@@ -98,7 +101,7 @@ class Langevin(Sampler):
         x_proposed = self._clamp(x_proposed)
         if not self.metropolis:
             return x_proposed, tf.ones(tf.shape(x)[:1], x.dtype)
-        energies_proposed, mean_reverse = self._drift(energy, x_proposed)
+        energies_proposed, mean_reverse = self._drift(energy, x_proposed, step_size)
         axes = list(range(1, len(x.shape)))
         log_q_forward = -tf.reduce_sum(tf.square(x_proposed - mean), axis=axes) / (2 * sigma**2)
         log_q_reverse = -tf.reduce_sum(tf.square(x - mean_reverse), axis=axes) / (2 * sigma**2)

@@ -14,11 +14,14 @@ from keras import ops
 
 from keras_ebm.energies import RBM
 from keras_ebm.energies import MLPEnergy
+from keras_ebm.energies import RBFFeatures
+from keras_ebm.energies import SparseCodingEnergy
 from keras_ebm.layers import PatchHead
 from keras_ebm.layers import ProjectionHead
 from keras_ebm.memory import ReplayBuffer
 from keras_ebm.methods import PIRL
 from keras_ebm.methods import ConstantVolume
+from keras_ebm.methods import ContractiveAutoencoder
 from keras_ebm.methods import ContrastiveDivergence
 from keras_ebm.methods import ContrastiveEmbedding
 from keras_ebm.methods import DenoisingAutoencoder
@@ -30,6 +33,7 @@ from keras_ebm.methods import QuadratureMaximumLikelihood
 from keras_ebm.methods import RatioMatching
 from keras_ebm.methods import ScoreMatching
 from keras_ebm.methods import SimCLR
+from keras_ebm.methods import SparseCoding
 from keras_ebm.methods.noise_contrastive_estimation import GaussianNoise
 from keras_ebm.samplers import Gibbs
 from keras_ebm.samplers import Langevin
@@ -264,6 +268,42 @@ def make_dae(style):
     if style == "provided_subclass":
         pytest.skip("keras_ebm provides no autoencoder layer to subclass")
     return DenoisingAutoencoder(autoencoder(style), noise="gaussian", noise_level=0.1), continuous()
+
+
+def features(style):
+    """The sparse-coding lift in each style (RBFFeatures for the provided layer)."""
+    if style == "provided_subclass":
+        return RBFFeatures(8, width=0.5)
+    if style == "subclassed":
+        return UserEnergyFeatures()
+    layers = [keras.layers.Dense(8, activation="tanh")]
+    if style == "sequential":
+        return keras.Sequential(layers)
+    if style == "sequential_input":
+        return keras.Sequential([keras.Input((DIM,)), *layers])
+    inputs = keras.Input((DIM,))
+    return keras.Model(inputs, layers[0](inputs))
+
+
+@keras.saving.register_keras_serializable(package="test_styles")
+class UserEnergyFeatures(keras.Model):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = keras.layers.Dense(8, activation="tanh")
+
+    def call(self, x):
+        return self.dense(x)
+
+
+def make_sparse_coding(style):
+    return SparseCoding(SparseCodingEnergy(12, sparsity=0.1, num_iterations=5,
+                                           features=features(style))), continuous()
+
+
+def make_contractive_autoencoder(style):
+    if style == "provided_subclass":
+        pytest.skip("keras_ebm provides no autoencoder layer to subclass")
+    return ContractiveAutoencoder(autoencoder(style), contraction=0.1), continuous()
 
 
 MAKERS = {name[5:]: fn for name, fn in dict(globals()).items() if name.startswith("make_")}

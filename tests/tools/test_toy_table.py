@@ -30,7 +30,7 @@ def test_table_runs_keeps_and_reports_against_the_gaussian(tmp_path):
     assert f"| – | fitted Gaussian (reference) | {gaussian:.2f} |" in table
     gain = entries[1]["calibrated_test_log_likelihood"] - gaussian
     assert "| 2 | maximum likelihood (quadrature) | " in table and f"({gain:+.2f}, T " in table
-    assert "| 6 | sparse coding | not built yet |" in table
+    assert "not built yet" not in table  # every strategy has its methods
     assert (tmp_path / "out" / "toy_strategies.png").stat().st_size > 10000
     assert str(tmp_path) not in (tmp_path / "out" / "toy_strategies.json").read_text()
     assert open(os.path.join(ROOT, "README.md")).read() == readme

@@ -1,0 +1,90 @@
+"""AnnealedLangevin against known distributions; grid_sample and evaluate_energy on a Gaussian."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_ebm import samplers
+from keras_ebm.energies import QuadraticEnergy
+from keras_ebm.evaluation import draw_samples
+from keras_ebm.evaluation import evaluate_energy
+from keras_ebm.evaluation import grid_sample
+from keras_ebm.evaluation.density import gaussian_log_likelihood
+
+
+def scaled_quadratic(scale):
+    """E(x) = |x|^2 / (2 scale^2): N(0, scale^2 I) at T = 1, N(0, T scale^2 I) at T."""
+    energy = QuadraticEnergy()
+    energy.build((None, 2))
+    energy.factor.assign(np.eye(2, dtype="float32") / scale)
+    return energy
+
+
+def test_temperatures_fall_geometrically_to_t():
+    sampler = samplers.AnnealedLangevin(temperature=0.5, num_levels=3, start_factor=100.0)
+    np.testing.assert_allclose(sampler.temperatures(), [50.0, 5.0, 0.5], rtol=1e-6)
+    assert sampler.num_steps == 300
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0])
+def test_last_level_samples_the_gaussian_at_t(temperature):
+    # MALA at the last level: exact for exp(-E / T) = N(0, T * 0.25 I) (far from the clamp).
+    sampler = samplers.AnnealedLangevin(temperature=temperature, num_levels=5,
+                                        steps_per_level=60, step_size=0.02, metropolis=True,
+                                        clip_value_min=-4.0, clip_value_max=4.0)
+    x0 = tf.random.stateless_uniform([4000, 2], [1, 2], -4.0, 4.0)
+    samples = sampler(scaled_quadratic(0.5), x0, seed=[3, 4]).numpy()
+    np.testing.assert_allclose(samples.mean(0), [0.0, 0.0], atol=0.04)
+    np.testing.assert_allclose(samples.var(0), [0.25 * temperature] * 2, rtol=0.08)
+
+
+def test_config_round_trip():
+    sampler = samplers.AnnealedLangevin(temperature=0.3, num_levels=4, steps_per_level=7,
+                                        start_factor=20.0, step_size=0.05, metropolis=True,
+                                        scale_step=False, clip_value_min=-1.0)
+    clone = samplers.AnnealedLangevin.from_config(sampler.get_config())
+    assert clone.get_config() == sampler.get_config()
+    assert clone.num_steps == 28
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(sampler))
+    assert restored.get_config() == sampler.get_config()
+
+
+@pytest.mark.parametrize("bad", [{"temperature": 0.0}, {"start_factor": 0.5},
+                                 {"num_levels": 0}])
+def test_bad_settings_are_refused(bad):
+    with pytest.raises(ValueError, match="AnnealedLangevin"):
+        samplers.AnnealedLangevin(**bad)
+
+
+def test_grid_sample_is_the_gaussian_at_t():
+    # Cells of side h add h^2 / 12 to each variance (uniform jitter in the cell).
+    samples = grid_sample(scaled_quadratic(0.5), 20000, grid_size=100, temperature=2.0, seed=1)
+    np.testing.assert_allclose(samples.var(0), [0.5 + 0.08**2 / 12] * 2, rtol=0.05)
+    np.testing.assert_allclose(samples.mean(0), [0.0, 0.0], atol=0.03)
+
+
+class EnergyOnly(keras.Model):
+    """A method with an energy and nothing else: draw_samples falls back to annealed MALA."""
+
+    def __init__(self, energy):
+        super().__init__()
+        self.energy = energy
+
+
+def test_evaluate_energy_on_the_true_gaussian():
+    rng = np.random.default_rng(0)
+    x_train = (0.5 * rng.standard_normal((4000, 2))).astype("float32")
+    x_test = (0.5 * rng.standard_normal((5000, 2))).astype("float32")
+    model = EnergyOnly(scaled_quadratic(0.5))
+    metrics = evaluate_energy(model, x_train, x_test, method="score_matching", grid_size=100)
+    # The energy is the data's own: T = 1 and the likelihood of the fitted Gaussian.
+    assert metrics["temperature"] == pytest.approx(1.0, abs=0.05)
+    assert metrics["calibrated_test_log_likelihood"] == pytest.approx(
+        gaussian_log_likelihood(x_train, x_test), abs=0.02)
+    floor = metrics["reference_mmd_2000"]
+    assert metrics["density_mmd_2000"] < 3 * floor
+    assert metrics["sample_mmd_2000"] < 3 * floor
+    samples = draw_samples(model, 500, x_train, temperature=4.0, num_steps=1000)
+    assert samples.shape == (500, 2)
+    np.testing.assert_allclose(samples.var(0), [1.0, 1.0], rtol=0.25)  # T * 0.25
