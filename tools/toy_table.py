@@ -205,7 +205,7 @@ def figure(entries, methods, toys, runs, path):
         axis.set_aspect("equal")
     fig.suptitle("density exp(−E/T) (bright: high) with 1000 of each method's samples (cyan);"
                  "\nT fitted for the energies defined up to scale (K-means, score matching, "
-                 "the DAE), T = 1 for the others", fontsize=8)
+                 "sparse coding, the autoencoders), T = 1 for the others", fontsize=8)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / height))
     fig.savefig(path, dpi=100)
     plt.close(fig)
