@@ -269,3 +269,22 @@ def export_encoder(export_base, encoder, input_shape, version=None, skip_unchang
                               {"serving_default": (fn, "images", "embeddings")},
                               spec, version=version, value_range=(0, 1),
                               skip_unchanged=skip_unchanged)
+
+
+def export_energy(export_base, energy, input_shape, value_range=(0.0, 1.0), version=None,
+                  skip_unchanged=True):
+    """Exports an energy with `serving_default` and `energy` signatures: `x` -> `energy` [B].
+
+    The signatures reject (`InvalidArgumentError`) inputs of another shape,
+    non-finite values and, unless `value_range` is None, values outside it;
+    see `export_saved_model`.
+
+    Example:
+
+    >>> export_energy("saved_models/pcd_rings", model.energy, (2,), value_range=None)
+    """
+    spec = tf.TensorSpec([None, *input_shape], tf.float32)
+    fn = lambda x: tf.cast(energy(x), tf.float32)  # noqa: E731
+    endpoints = {"serving_default": (fn, "x", "energy"), "energy": (fn, "x", "energy")}
+    return export_saved_model(export_base, energy, endpoints, spec, version=version,
+                              value_range=value_range, skip_unchanged=skip_unchanged)

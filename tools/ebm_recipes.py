@@ -17,8 +17,6 @@ import tempfile
 
 from absl import flags
 
-from keras_ebm.presets import TOY_BOUNDS
-
 PRESET = "the method's preset"
 flags.DEFINE_integer("num_hidden", None, f"EBM: hidden units of the RBM (default: {PRESET}).")
 flags.DEFINE_list("energy_hidden_units", None,
@@ -134,56 +132,22 @@ def export(model, export_dir, example_shape, kind=None):
     The signature refuses inputs of another shape, non-finite values and, unless
     `kind` is "toy" (points in [-4, 4]^2), values outside [0, 1].
     """
-    import tensorflow as tf
-
     from keras_ebm.export import export_encoder
-    from keras_ebm.export import export_saved_model
+    from keras_ebm.export import export_energy
 
     if kind is None:
         return export_encoder(export_dir, model.encoder, example_shape)
-    energy = model.energy
-    energy_fn = lambda x: tf.cast(energy(x), tf.float32)  # noqa: E731
-    return export_saved_model(
-        export_dir, energy,
-        {"serving_default": (energy_fn, "x", "energy"), "energy": (energy_fn, "x", "energy")},
-        tf.TensorSpec([None, *example_shape], tf.float32),
-        value_range=None if kind == "toy" else (0.0, 1.0))
+    return export_energy(export_dir, model.energy, example_shape,
+                         value_range=None if kind == "toy" else (0.0, 1.0))
 
 
 def load_data(dataset, flag_values):
     """Returns (x_train, x_test, kind) with kind in binary, continuous, toy."""
-    import numpy as np
+    from keras_ebm.data import load_energy_data
 
-    if dataset == "binary_digits":
-        from keras_ebm.data.binary_digits import load_binary_digits
-
-        (x_train, _), (x_test, _) = load_binary_digits()
-        return x_train, x_test, "binary"
-    if dataset == "digits":
-        from sklearn.datasets import load_digits
-        from sklearn.model_selection import train_test_split
-
-        from keras_ebm.data.binary_digits import load_binary_digits
-
-        digits = load_digits()
-        x_train, x_test = train_test_split(
-            (digits.data / 16.0).astype("float32"), test_size=0.3, random_state=0,
-            stratify=digits.target)
-        return x_train, x_test, "continuous"
-    if dataset.startswith("toy:"):
-        from keras_ebm.data.toy_2d import TOY_2D_NAMES
-        from keras_ebm.data.toy_2d import toy_2d
-
-        name = dataset[4:]
-        if name not in TOY_2D_NAMES:
-            raise ValueError(f"--dataset={dataset!r}: unknown toy; "
-                             f"choose toy:<{'|'.join(TOY_2D_NAMES)}>")
-        x_train = toy_2d(name, flag_values.toy_train_samples, seed=flag_values.seed)
-        x_test = toy_2d(name, flag_values.toy_test_samples, seed=flag_values.seed + 1)
-        inside = lambda x: x[np.all(np.abs(x) < TOY_BOUNDS[1], axis=1)]  # noqa: E731
-        return inside(x_train), inside(x_test), "toy"
-    raise ValueError(f"--dataset={dataset!r} is not an EBM data set; "
-                     "use binary_digits, digits or toy:<name>")
+    return load_energy_data(dataset, seed=flag_values.seed,
+                            toy_train_samples=flag_values.toy_train_samples,
+                            toy_test_samples=flag_values.toy_test_samples)
 
 
 def evaluate(model, x_train, x_test, flag_values, workdir):

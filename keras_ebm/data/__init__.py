@@ -8,5 +8,6 @@ from keras_ebm.data.datasets import DataError
 from keras_ebm.data.datasets import ImageDataset
 from keras_ebm.data.datasets import epoch_ordered_indices
 from keras_ebm.data.datasets import load
+from keras_ebm.data.energy_data import load_energy_data
 from keras_ebm.data.streaming import StreamingImages
 from keras_ebm.data.toy_2d import toy_2d
