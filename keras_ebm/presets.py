@@ -131,9 +131,10 @@ POSITIVE = ("epochs", "batch_size", "queue_size", "bn_splits", "projection_dim",
             "num_components", "ml_grid_size", "num_atoms", "ista_iterations", "rbf_centers",
             "cae_units")
 RANGES = [(name, 0, None, False, False) for name in (
-    "step_size", "noise_scale", "energy_l2", "grad_clip", "noise_ratio", "dae_noise_level",
+    "noise_scale", "energy_l2", "grad_clip", "noise_ratio", "dae_noise_level",
     "proposal_scale", "reinit_fraction", "weight_decay", "warmup_epochs", "augment_strength")] + [
     ("learning_rate", 0, None, True, False), ("temperature", 0, None, True, False),
+    ("step_size", 0, None, True, False),
     ("margin", 0, None, True, False), ("momentum", 0, 1, False, True),
     ("bank_momentum", 0, 1, False, True), ("loss_weight", 0, 1, False, False),
     ("crop_scale_min", 0, 1, True, False), ("blur_probability", 0, 1, False, False),

@@ -18,6 +18,7 @@ rank of 512 training images' embeddings, each epoch), exits with status 1 and ex
 import contextlib
 import json
 import os
+import shutil
 import sys
 import time
 
@@ -258,8 +259,15 @@ def main(argv):
             check_export_dir(export_dir)
         except ValueError as error:
             raise UsageError(f"--export_dir={error}") from None
+        created = not os.path.exists(FLAGS.workdir)
         ebm_recipes.prepare_workdir(FLAGS.workdir, UsageError)
-        train(FLAGS.workdir, export_dir)
+        try:
+            train(FLAGS.workdir, export_dir)
+        except UsageError:
+            # A setting refused once the data are known: leave no workdir behind.
+            if created and set(os.listdir(FLAGS.workdir)) <= {".lock"}:
+                shutil.rmtree(FLAGS.workdir, ignore_errors=True)
+            raise
     except UsageError as error:
         fail(str(error))
 

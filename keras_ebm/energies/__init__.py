@@ -11,3 +11,4 @@ from keras_ebm.energies.quadratic import QuadraticEnergy
 from keras_ebm.energies.rbm import RBM
 from keras_ebm.energies.sparse_coding import RBFFeatures
 from keras_ebm.energies.sparse_coding import SparseCodingEnergy
+from keras_ebm.energies.sparse_coding import ista

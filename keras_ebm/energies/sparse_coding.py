@@ -181,8 +181,8 @@ class SparseCodingEnergy(keras.layers.Layer):
 
     Example:
 
-    >>> features = RBFFeatures(256, width=0.5); features.initialize_grid((-4.0, 4.0))
-    >>> energy = SparseCodingEnergy(64, sparsity=0.1, features=features)
+    >>> features = RBFFeatures(64, width=0.7); features.initialize_grid((-4.0, 4.0))  # 8 x 8
+    >>> energy = SparseCodingEnergy(128, sparsity=0.1, features=features)  # overcomplete
     >>> energy.initialize_from_data(x_train)          # atoms: features of k-means++ points
     >>> energy(x_train[:4]).shape
     TensorShape([4])
@@ -200,8 +200,9 @@ class SparseCodingEnergy(keras.layers.Layer):
         super().__init__(**kwargs)
         if int(num_atoms) < 1:
             raise ValueError(f"SparseCodingEnergy: num_atoms must be >= 1, got {num_atoms}")
-        if not sparsity >= 0:
-            raise ValueError(f"SparseCodingEnergy: sparsity must be >= 0, got {sparsity}")
+        if not 0 <= sparsity < float("inf"):
+            raise ValueError(f"SparseCodingEnergy: sparsity must be finite and >= 0, got "
+                             f"{sparsity}")
         if int(num_iterations) < 1:
             raise ValueError(f"SparseCodingEnergy: num_iterations must be >= 1, got "
                              f"{num_iterations}")
@@ -211,6 +212,9 @@ class SparseCodingEnergy(keras.layers.Layer):
         self.nonnegative = bool(nonnegative)
         self.accelerated = bool(accelerated)
         self.features = features
+        if features is not None:
+            # A fixed lift: trained along with D, it would shrink f(x) to 0 and E with it.
+            features.trainable = False
 
     def lift(self, inputs, training=False):
         """f(x), [batch, M]: the features, or x flattened."""
@@ -233,16 +237,23 @@ class SparseCodingEnergy(keras.layers.Layer):
             initializer=keras.initializers.Constant(atoms.astype("float32")))
         self.built = True
 
+    def _dictionary(self):
+        # float32 under mixed precision too (the features are cast to float32).
+        return tf.cast(self.dictionary, "float32")
+
     def codes(self, inputs, training=False):
         """z*(x) [batch, K], the sparse codes (no gradient)."""
-        return ista(self.lift(inputs, training), self.dictionary, self.sparsity,
+        if not self.built:
+            self.build(tf.convert_to_tensor(inputs).shape)
+        return ista(self.lift(inputs, training), self._dictionary(), self.sparsity,
                     self.num_iterations, self.nonnegative, self.accelerated)
 
     def call(self, inputs, training=False):
         features = self.lift(inputs, training)
-        z = ista(features, self.dictionary, self.sparsity, self.num_iterations,
+        dictionary = self._dictionary()
+        z = ista(features, dictionary, self.sparsity, self.num_iterations,
                  self.nonnegative, self.accelerated)
-        residual = features - tf.matmul(z, self.dictionary, transpose_b=True)
+        residual = features - tf.matmul(z, dictionary, transpose_b=True)
         return (tf.reduce_sum(tf.square(residual), axis=-1)
                 + self.sparsity * tf.reduce_sum(tf.abs(z), axis=-1))
 

@@ -19,18 +19,41 @@ from keras_ebm.presets import data_bounds
 from keras_ebm.presets import data_kind
 
 
-def draw_samples(model, num_samples, x_train, temperature=1.0, num_steps=1000, seed=0):
+def sample_box(x_train):
+    """The box [low, high] that samples of an energy trained on `x_train` are drawn in.
+
+    [-4, 4] for 2-D points inside it (the toys), [0, 1] for binary data and
+    data inside [0, 1] (images), else the data's range widened by 10% on
+    each side.
+    """
+    kind = data_kind(x_train)
+    x = np.asarray(x_train, "float64")
+    for low, high in (data_bounds(kind), (0.0, 1.0)):
+        if x.min() >= low and x.max() <= high:
+            return low, high
+    margin = 0.1 * (x.max() - x.min())
+    return float(x.min() - margin), float(x.max() + margin)
+
+
+def _accepts(method, name):
+    import inspect
+
+    return name in inspect.signature(method).parameters
+
+
+def draw_samples(model, num_samples, x_train, temperature=1.0, num_steps=1000, seed=0,
+                 bounds=None):
     """Fresh samples of a trained energy method, from noise; None where none are drawn.
 
     - An autoencoder (`model.autoencoder`: the DAE, the contractive AE)
-      iterates its own chain `model.sample(start, num_steps)` from uniform
-      noise (continuous data only).
+      iterates its own chain `model.sample(start, num_steps, seed=seed)` from
+      uniform noise (continuous data only); its chain has no temperature.
     - A method with an exact sampler `model.sample(n, temperature, seed)`
       (K-means, a mixture, quadrature ML's grid) uses it.
     - An RBM on binary data: `num_steps` Gibbs steps from uniform bits.
     - Any other energy on continuous data: `keras_ebm.samplers.AnnealedLangevin`
       at `temperature`, 10 levels from 100 T down to T with `num_steps` / 10
-      steps each, from uniform noise in the data's box, with the method's own
+      steps each, from uniform noise in `bounds`, with the method's own
       Langevin step size (and noise) when it trains with Langevin, else 0.01.
       Each move passes a Metropolis test (MALA), so the last level samples
       p_T itself: unadjusted Langevin on a steep learned energy overshoots
@@ -45,6 +68,8 @@ def draw_samples(model, num_samples, x_train, temperature=1.0, num_steps=1000, s
         temperature: positive float, sample exp(-E / T). Defaults to 1.0.
         num_steps: int, Markov-chain steps per sample. Defaults to 1000.
         seed: int. Defaults to 0.
+        bounds: (low, high), the box the chains start in and are clamped to;
+            None: `sample_box(x_train)`.
 
     Returns:
         A float array [num_samples, D], or None (binary data without an RBM).
@@ -57,12 +82,13 @@ def draw_samples(model, num_samples, x_train, temperature=1.0, num_steps=1000, s
 
     kind = data_kind(x_train)
     dim = np.asarray(x_train).shape[1]
-    low, high = data_bounds(kind)
+    low, high = sample_box(x_train) if bounds is None else bounds
     if hasattr(model, "autoencoder"):
         if kind == "binary":
             return None
         start = np.random.default_rng(seed).uniform(low, high, (num_samples, dim))
-        return np.asarray(model.sample(start, num_steps=num_steps))
+        seeded = {"seed": seed} if _accepts(model.sample, "seed") else {}
+        return np.asarray(model.sample(start, num_steps=num_steps, **seeded))
     if hasattr(model, "sample"):
         return np.asarray(model.sample(num_samples, temperature=temperature, seed=seed))
     energy = model.energy
@@ -187,8 +213,9 @@ def evaluate_energy(model, x_train, x_test, method=None, workdir=None, grid_size
     - continuous: the mean test energy and the samples' MMD.
 
     Methods whose energy is known only up to scale (`SCALE_FREE_METHODS`:
-    score matching, K-means, the autoencoders) are sampled and drawn at the
-    fitted T; the others at T = 1.
+    score matching, K-means, sparse coding, the autoencoders) are drawn, and
+    sampled where their sampler has a temperature, at the fitted T; the
+    others at T = 1.
 
     Args:
         model: a trained keras_ebm energy method.
@@ -212,6 +239,11 @@ def evaluate_energy(model, x_train, x_test, method=None, workdir=None, grid_size
     """
     kind = data_kind(x_train)
     x_train, x_test = np.asarray(x_train), np.asarray(x_test)
+    if kind == "toy" and sample_box(x_train) != data_bounds(kind):
+        low, high = data_bounds(kind)
+        raise ValueError(f"evaluate_energy: 2-D points are scored by quadrature on "
+                         f"[{low:g}, {high:g}]^2, and x_train reaches {np.abs(x_train).max():.3g}; "
+                         "rescale the data into that square")
     energy = model.energy
     metrics = {}
     if kind == "binary":

@@ -4,7 +4,9 @@ import keras
 import tensorflow as tf
 
 from keras_ebm.methods.denoising_autoencoder import ReconstructionEnergy
+from keras_ebm.methods.denoising_autoencoder import run_chain
 from keras_ebm.methods.energy_method import EnergyMethod
+from keras_ebm.seeding import random_normal
 
 
 def jacobian_frobenius(fn, x, training=False):
@@ -77,8 +79,8 @@ class ContractiveAutoencoder(EnergyMethod):
     def __init__(self, autoencoder, contraction=0.1, contraction_noise=0.0, **kwargs):
         super().__init__(ReconstructionEnergy(autoencoder, name="reconstruction_energy"),
                          **kwargs)
-        if not contraction >= 0:
-            raise ValueError(f"ContractiveAutoencoder: contraction must be >= 0, got "
+        if not 0 <= contraction < float("inf"):
+            raise ValueError(f"ContractiveAutoencoder: contraction must be finite and >= 0, got "
                              f"{contraction}")
         if not contraction_noise >= 0:
             raise ValueError(f"ContractiveAutoencoder: contraction_noise must be >= 0, got "
@@ -107,7 +109,7 @@ class ContractiveAutoencoder(EnergyMethod):
         loss = reconstruction_error + self.contraction * penalty
         return loss, {"reconstruction": reconstruction_error, "contraction_penalty": penalty}
 
-    def sample(self, start, num_steps=100, noise_level=0.05):
+    def sample(self, start, num_steps=100, noise_level=0.05, seed=None):
         """Runs the chain x <- G(x + noise_level * n), `num_steps` times, from `start`.
 
         G pulls every point onto the data (it is contractive off it); the
@@ -119,16 +121,15 @@ class ContractiveAutoencoder(EnergyMethod):
             num_steps: int >= 0. Defaults to 100.
             noise_level: float >= 0, the std of the noise added before each step.
                 Defaults to 0.05.
+            seed: int or None; an int makes the chain's noise reproducible.
+                Defaults to None (TF's global generator).
 
         Returns:
             A float32 array shaped like `start`.
         """
-        x = tf.convert_to_tensor(start, tf.float32)
-        step = tf.function(lambda x: self.autoencoder(
-            x + noise_level * tf.random.normal(tf.shape(x)), training=False))
-        for _ in range(int(num_steps)):
-            x = step(x)
-        return x.numpy()
+        return run_chain(lambda x, step_seed: self.autoencoder(
+            x + noise_level * random_normal(tf.shape(x), step_seed, x.dtype), training=False),
+            start, num_steps, seed)
 
     def get_config(self):
         config = super().get_config()

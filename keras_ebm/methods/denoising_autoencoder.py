@@ -4,6 +4,9 @@ import keras
 import tensorflow as tf
 
 from keras_ebm.methods.energy_method import EnergyMethod
+from keras_ebm.seeding import fold_seed
+from keras_ebm.seeding import random_normal
+from keras_ebm.seeding import random_uniform
 
 
 @keras.saving.register_keras_serializable(package="keras_ebm")
@@ -27,12 +30,26 @@ class ReconstructionEnergy(keras.layers.Layer):
             self.built = True
 
     def build(self, input_shape):
-        if not self.autoencoder.built:
+        example = tuple(input_shape[1:])
+        if all(d is not None for d in example):
+            # A call builds any autoencoder (a subclassed model may have no build()) and
+            # shows its output shape.
+            self._check_shape(tf.zeros((1, *example)), self.autoencoder(tf.zeros((1, *example))))
+        elif not self.autoencoder.built:
             self.autoencoder.build(input_shape)
         self.built = True
 
+    @staticmethod
+    def _check_shape(inputs, reconstruction):
+        if (reconstruction.shape[1:].is_fully_defined()
+                and reconstruction.shape[1:] != inputs.shape[1:]):
+            raise ValueError(f"the autoencoder maps inputs of shape {tuple(inputs.shape[1:])} "
+                             f"to {tuple(reconstruction.shape[1:])}; a reconstruction must "
+                             "have the input's shape")
+
     def call(self, inputs, training=False):
         reconstruction = self.autoencoder(inputs, training=training)
+        self._check_shape(inputs, reconstruction)
         squared_error = tf.square(tf.cast(inputs, reconstruction.dtype) - reconstruction)
         return tf.reduce_sum(tf.reshape(squared_error, [tf.shape(inputs)[0], -1]), axis=-1)
 
@@ -51,16 +68,34 @@ class ReconstructionEnergy(keras.layers.Layer):
         return cls(**config)
 
 
-def corrupt(x, noise, noise_level):
-    """Corrupts x: additive Gaussian, bit flips or masking (zeroing) with rate `noise_level`."""
+def corrupt(x, noise, noise_level, seed=None):
+    """Corrupts x: additive Gaussian, bit flips or masking (zeroing) with rate `noise_level`.
+
+    `seed`: None (TF's global generator) or a stateless [2] seed.
+    """
     if noise == "gaussian":
-        return x + noise_level * tf.random.normal(tf.shape(x), dtype=x.dtype)
-    hit = tf.cast(tf.random.uniform(tf.shape(x), dtype=x.dtype) < noise_level, x.dtype)
+        return x + noise_level * random_normal(tf.shape(x), seed, x.dtype)
+    hit = tf.cast(random_uniform(tf.shape(x), seed, x.dtype) < noise_level, x.dtype)
     if noise == "bitflip":
         return x + hit * (1.0 - 2.0 * x)
     if noise == "masking":
         return x * (1.0 - hit)
     raise ValueError(f"noise must be 'gaussian', 'bitflip' or 'masking', got {noise!r}")
+
+
+def run_chain(step, start, num_steps, seed=None):
+    """x <- step(x, step_seed) `num_steps` times from `start`; returns a NumPy array.
+
+    `step_seed` is a stateless seed derived from `seed` and the step number,
+    or None when `seed` is None (TF's global generator). The step is one
+    `tf.function`, traced once.
+    """
+    x = tf.convert_to_tensor(start, tf.float32)
+    compiled = tf.function(step)
+    base = None if seed is None else tf.constant([int(seed), 0], tf.int64)
+    for i in range(int(num_steps)):
+        x = compiled(x, fold_seed(base, i))
+    return x.numpy()
 
 
 @keras.saving.register_keras_serializable(package="keras_ebm")
@@ -120,7 +155,7 @@ class DenoisingAutoencoder(EnergyMethod):
         return loss, {"energy_data": tf.stop_gradient(self.energy(x_data)),
                       "energy_corrupted": tf.stop_gradient(self.energy(x_corrupted))}
 
-    def sample(self, start, num_steps=100):
+    def sample(self, start, num_steps=100, seed=None):
         """Runs the DAE's own Markov chain from `start`: x <- r(corrupt(x)), `num_steps` times.
 
         Bengio, Yao, Alain & Vincent ("Generalized denoising auto-encoders as
@@ -132,16 +167,15 @@ class DenoisingAutoencoder(EnergyMethod):
         Args:
             start: array [n, ...], the chains' first points (e.g. uniform noise).
             num_steps: int >= 0. Defaults to 100.
+            seed: int or None; an int makes the chain's noise reproducible.
+                Defaults to None (TF's global generator).
 
         Returns:
             A float32 array shaped like `start`.
         """
-        x = tf.convert_to_tensor(start, tf.float32)
-        step = tf.function(lambda x: self.autoencoder(
-            corrupt(x, self.noise, self.noise_level), training=False))
-        for _ in range(int(num_steps)):
-            x = step(x)
-        return x.numpy()
+        return run_chain(lambda x, step_seed: self.autoencoder(
+            corrupt(x, self.noise, self.noise_level, step_seed), training=False),
+            start, num_steps, seed)
 
     def get_config(self):
         config = super().get_config()

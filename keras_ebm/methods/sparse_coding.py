@@ -39,8 +39,8 @@ class SparseCoding(EnergyMethod):
 
     Example:
 
-    >>> features = RBFFeatures(256, width=0.5); features.initialize_grid((-4.0, 4.0))
-    >>> energy = SparseCodingEnergy(64, sparsity=0.1, features=features)
+    >>> features = RBFFeatures(64, width=0.7); features.initialize_grid((-4.0, 4.0))  # 8 x 8
+    >>> energy = SparseCodingEnergy(128, sparsity=0.1, features=features)  # overcomplete
     >>> energy.initialize_from_data(x_train)
     >>> model = SparseCoding(energy)
     >>> model.compile(optimizer=keras.optimizers.Adam(1e-2))

@@ -62,6 +62,9 @@ class Langevin(Sampler):
         metropolis=False,
     ):
         super().__init__(num_steps=num_steps)
+        if not 0 < float(step_size) < float("inf"):
+            raise ValueError(f"{type(self).__name__}: step_size={step_size} must be finite "
+                             "and > 0")
         self.step_size = float(step_size)
         self.noise_scale = None if noise_scale is None else float(noise_scale)
         self.grad_clip = None if grad_clip is None else float(grad_clip)

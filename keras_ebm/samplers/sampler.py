@@ -14,7 +14,8 @@ def energy_and_gradient(energy, x):
     """Returns E(x) [batch] and grad_x sum E(x), with x watched by a tape."""
     with tf.GradientTape() as tape:
         tape.watch(x)
-        energies = energy(x)
+        # One energy per example: an energy ending in Dense(1) gives [batch, 1].
+        energies = tf.reshape(energy(x), tf.shape(x)[:1])
         total = tf.reduce_sum(energies)
     return energies, tape.gradient(total, x)
 

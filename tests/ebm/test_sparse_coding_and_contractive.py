@@ -195,12 +195,53 @@ def test_keras_round_trip_and_config(method, tmp_path):
 
 
 def test_invalid_settings_are_refused():
-    with pytest.raises(ValueError, match="sparsity must be >= 0"):
-        SparseCodingEnergy(4, sparsity=-1.0)
-    with pytest.raises(ValueError, match="contraction must be >= 0"):
-        ContractiveAutoencoder(keras.layers.Dense(2), contraction=-1.0)
+    for bad in (-1.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="sparsity must be finite and >= 0"):
+            SparseCodingEnergy(4, sparsity=bad)
+        with pytest.raises(ValueError, match="contraction must be finite and >= 0"):
+            ContractiveAutoencoder(keras.layers.Dense(2), contraction=bad)
     with pytest.raises(presets.SettingError, match="rbf_centers=10 must be a square"):
         presets.build("sparse_coding",
                       np.random.default_rng(0).standard_normal((100, 2)).astype("float32"),
                       rbf_centers=10,
                       num_atoms=8)
+
+
+def test_a_feature_model_is_a_fixed_lift_not_trained():
+    # Trained along with D, a linear feature map shrinks to 0 and the energy with it.
+    features = keras.Sequential([keras.Input((2,)), keras.layers.Dense(8)])
+    energy = SparseCodingEnergy(16, sparsity=0.1, num_iterations=10, features=features)
+    model = SparseCoding(energy, input_shape=(2,))
+    assert [v.name for v in model.trainable_variables] == ["dictionary"]
+    kernel = features.layers[0].kernel.numpy().copy()
+    x = np.random.default_rng(0).standard_normal((256, 2)).astype("float32")
+    model.compile(optimizer=keras.optimizers.Adam(3e-2))
+    model.fit(x, batch_size=128, epochs=2, verbose=0)
+    np.testing.assert_array_equal(features.layers[0].kernel.numpy(), kernel)
+
+
+def test_codes_build_the_layer_and_mixed_precision_keeps_float32():
+    x = np.random.default_rng(0).standard_normal((5, 2)).astype("float32")
+    assert SparseCodingEnergy(6, num_iterations=5).codes(x).shape == (5, 6)
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        energy = SparseCodingEnergy(6, num_iterations=5, features=RBFFeatures(9, width=1.0))
+        assert energy(x).shape == (5,)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def test_an_autoencoder_of_another_output_shape_is_refused_by_name():
+    autoencoder = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3)])
+    with pytest.raises(ValueError, match="autoencoder maps inputs of shape"):
+        ContractiveAutoencoder(autoencoder, input_shape=(2,))
+
+
+@pytest.mark.parametrize("method", ["dae", "contractive_autoencoder"])
+def test_autoencoder_chains_are_reproducible_per_seed(method):
+    x = np.random.default_rng(0).standard_normal((300, 2)).astype("float32")
+    model = presets.build(method, x, epochs=1)
+    start = np.random.default_rng(1).uniform(-4, 4, (50, 2))
+    a, b = (model.sample(start, num_steps=5, seed=3) for _ in range(2))
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, model.sample(start, num_steps=5, seed=4))

@@ -88,3 +88,35 @@ def test_evaluate_energy_on_the_true_gaussian():
     samples = draw_samples(model, 500, x_train, temperature=4.0, num_steps=1000)
     assert samples.shape == (500, 2)
     np.testing.assert_allclose(samples.var(0), [1.0, 1.0], rtol=0.25)  # T * 0.25
+
+
+def test_an_energy_of_shape_batch_by_one_is_sampled_like_its_flat_twin():
+    dense = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    flat = lambda x: tf.reshape(dense(x), [-1])  # noqa: E731
+    sampler = samplers.AnnealedLangevin(num_levels=2, steps_per_level=5, metropolis=True)
+    x0 = tf.random.stateless_uniform([64, 2], [0, 1], -1.0, 1.0)
+    np.testing.assert_allclose(sampler(dense, x0, seed=[0, 1]).numpy(),
+                               sampler(flat, x0, seed=[0, 1]).numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize("step_size", [0.0, -1.0, float("nan"), float("inf")])
+def test_step_sizes_that_are_not_positive_and_finite_are_refused(step_size):
+    for cls in (samplers.Langevin, samplers.AnnealedLangevin):
+        with pytest.raises(ValueError, match="step_size"):
+            cls(step_size=step_size)
+
+
+def test_samples_are_drawn_in_the_data_box():
+    from keras_ebm.evaluation.energy_report import sample_box
+
+    rng = np.random.default_rng(0)
+    assert sample_box(rng.uniform(-3, 3, (100, 2))) == (-4.0, 4.0)
+    assert sample_box(rng.uniform(0, 1, (100, 5))) == (0.0, 1.0)
+    low, high = sample_box(np.array([[-3.0, 1.0], [2.0, 7.0]] * 3))  # 2-D beyond the toys' box
+    assert (low, high) == pytest.approx((-4.0, 8.0))
+    data = rng.normal(-3.0, 0.5, (500, 3)).astype("float32")
+    model = EnergyOnly(keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)]))
+    samples = draw_samples(model, 200, data, num_steps=20)
+    assert samples.min() >= low - 10 and samples.mean() < -1.0  # not clamped into [0, 1]
+    with pytest.raises(ValueError, match="rescale the data"):
+        evaluate_energy(model, data[:, :2] * 3, data[:, :2] * 3)

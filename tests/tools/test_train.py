@@ -178,6 +178,10 @@ def _error_lines(stderr):
     (["--method=nce", "--epoch_program"], "--epoch_program"),
     (["--method=pcd", "--strategy=mirrored"], "--strategy=mirrored"),
     (["--method=pcd", "--dataset=toy:rings", "--epoch_program"], "--epoch_program"),
+    # Refused once the data are known: the workdir made for the run is removed again.
+    (["--method=kmeans", "--dataset=toy:rings", "--toy_train_samples=100",
+      "--num_clusters=200"], "--num_clusters=200"),
+    (["--method=pcd", "--dataset=toy:rings", "--step_size=0"], "--step_size"),
 ])
 def test_bad_input_is_one_line_exit_2_nothing_exported(tmp_path, args, expected):
     export_dir = tmp_path / "export"
@@ -189,6 +193,7 @@ def test_bad_input_is_one_line_exit_2_nothing_exported(tmp_path, args, expected)
     assert expected in lines[0]
     assert "Traceback" not in result.stderr
     assert not export_dir.exists()
+    assert not (tmp_path / "work").exists()
 
 
 def test_empty_image_folder_and_unwritable_workdir(tmp_path):
