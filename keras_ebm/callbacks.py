@@ -21,7 +21,8 @@ class NonFiniteError(FloatingPointError):
 class NonFiniteGuard(keras.callbacks.Callback):
     """Stops training at the first non-finite loss or energy and restores the last good weights.
 
-    After every batch it checks the monitored logs (by default every metric a
+    After every batch (with `steps_per_execution=N`, every compiled call of N
+    batches) it checks the monitored logs (by default every metric a
     method reports: loss, energy_data, energy_samples, ...). On a NaN or an
     infinity it restores the weights (trainable and non-trainable, so
     persistent chains too) saved after the last finite batch, sets
@@ -46,6 +47,10 @@ class NonFiniteGuard(keras.callbacks.Callback):
         The reference EBM codebases (Du & Mordatch 2019; Nijkamp et al. 2020)
         report divergence as the main failure mode of MCMC-trained EBMs.
     """
+
+    # Reads `batch` as the last step of a compiled call: several steps per call are fine
+    # (`keras_ebm.methods.method.acts_per_batch`).
+    multi_step_calls_ok = True
 
     def __init__(self, monitor=None, raise_error=False, check_weights=True):
         super().__init__()
@@ -83,6 +88,8 @@ class NonFiniteGuard(keras.callbacks.Callback):
 
         self._shift, self._all_finite = shift, all_finite
         self._step = 0
+        self._first_batch = None
+        self._previous_first_step = 1
         self.stopped_step = None
         self.message = None
 
@@ -100,19 +107,39 @@ class NonFiniteGuard(keras.callbacks.Callback):
                     return f"weight {variable.path}", float("nan")
         return None
 
+    def on_train_batch_begin(self, batch, logs=None):
+        self._first_batch = batch
+
     def on_train_batch_end(self, batch, logs=None):
-        self._step += 1
+        # With `steps_per_execution=N` Keras calls this once per N steps (batch is
+        # the last of them): the check then covers every step of the call, since a
+        # non-finite value makes the epoch's running means and the weights non-finite.
+        first_batch = getattr(self, "_first_batch", None)
+        count = 1 if first_batch is None else max(1, batch - first_batch + 1)
+        self._first_batch = None
+        first_step = self._step + 1
+        self._step += count
         bad = self._bad_quantity(logs)
         if bad is None:
             self._shift()
+            self._previous_first_step = first_step
             return
         name, value = bad
         self.stopped_step = self._step
-        self.message = (
-            f"Non-finite {name} (= {value}) at training step {self._step} "
-            f"(batch {batch}); stopped training and restored the weights used by step "
-            f"{self._step - 1}, the last step with finite values."
-        )
+        if count == 1:
+            self.message = (
+                f"Non-finite {name} (= {value}) at training step {self._step} "
+                f"(batch {batch}); stopped training and restored the weights used by step "
+                f"{self._step - 1}, the last step with finite values."
+            )
+        else:
+            restored = getattr(self, "_previous_first_step", 1)
+            self.message = (
+                f"Non-finite {name} (= {value}) at training step {self._step}, within steps "
+                f"{first_step}-{self._step} (batches {batch - count + 1}-{batch}, one compiled "
+                f"call of {count} steps); stopped training and restored the weights used by "
+                f"step {restored}, the first step of the last call with finite values."
+            )
         logging.error(self.message)
         for weight, good_value in zip(self._weights, self._good_weights):
             weight.assign(good_value)
@@ -144,6 +171,10 @@ class EpochTensorBoard(keras.callbacks.TensorBoard):
 
     >>> model.fit(data, epochs=500, callbacks=[EpochTensorBoard("runs/moco/tb")])
     """
+
+    # Reads `batch` as the last step of a compiled call: several steps per call are fine
+    # (`keras_ebm.methods.method.acts_per_batch`).
+    multi_step_calls_ok = True
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("update_freq", "epoch")
@@ -213,6 +244,10 @@ class ResumableBackup(keras.callbacks.Callback):
     >>> model.fit(data, epochs=100, callbacks=[backup])
     >>> backup.snapshots()   # the 3 newest epochs' files
     """
+
+    # Reads `batch` as the last step of a compiled call: several steps per call are fine
+    # (`keras_ebm.methods.method.acts_per_batch`).
+    multi_step_calls_ok = True
 
     def __init__(self, backup_dir, keep_checkpoints=0, fingerprint=None, settings=None,
                  steps_per_epoch=None, save=True):

@@ -985,8 +985,10 @@ def epoch_ordered_indices(num_examples, batch_size, seed=0, initial_epoch=0, epo
             tf.range(num_examples, dtype=tf.int64), seed=tf.stack([tf.cast(seed, tf.int64), epoch]))
         if num_shards > 1:
             order = order[shard_index::num_shards]
-        return (tf.data.Dataset.from_tensor_slices(order)
-                .batch(batch_size, drop_remainder=True).take(steps))
+        # The first `steps` full batches, as one [steps, batch_size] tensor: one
+        # dataset element per batch, not per example.
+        return tf.data.Dataset.from_tensor_slices(
+            tf.reshape(order[: steps * batch_size], [steps, batch_size]))
 
     stop = 2**62 if epochs is None else int(epochs)
     return tf.data.Dataset.range(min(int(initial_epoch), stop), stop).flat_map(one_epoch)
@@ -1010,4 +1012,12 @@ def epoch_ordered_batches(x, batch_size, seed=0, initial_epoch=0, epochs=None,
     def gather(i):
         return (tf.gather(x, i), i) if with_index else tf.gather(x, i)
 
-    return indices.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    def blocks(steps):
+        """The same batches, `steps` consecutive ones per element ([steps, batch, ...])."""
+        return (indices.batch(int(steps), drop_remainder=True)
+                .map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE))
+
+    dataset = indices.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    # `Method.fit` runs blocks of minibatches per compiled call for small models.
+    dataset.keras_ebm_blocks = blocks
+    return dataset

@@ -135,6 +135,15 @@ class ContrastiveDivergence(EnergyMethod):
                                       + tf.reduce_mean(tf.square(energy_samples)))
         return loss, {"energy_data": energy_data, "energy_samples": energy_samples}
 
+    def xla_blocks_on_cpu(self):
+        # An RBM with Gibbs: `fit`'s blocks of minibatches run as one XLA program with
+        # ThreeFry draws (see `Method.make_train_function`).
+        try:
+            self.check_epoch_program()
+        except ValueError:
+            return False
+        return True
+
     # -- One whole epoch per train step (RBM + Gibbs) ---------------------------------------
     def check_epoch_program(self):
         """Raises ValueError unless `epoch_dataset` / `train_epoch` apply to this model."""

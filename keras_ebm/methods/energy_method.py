@@ -23,6 +23,9 @@ class EnergyMethod(Method):
     """
 
     config_objects = ("energy",)
+    # compile(steps_per_execution="auto") runs several steps per compiled call for a
+    # small energy (see `method.auto_steps_per_execution`).
+    multi_step_calls = True
 
     def __init__(self, energy, input_shape=None, **kwargs):
         super().__init__(input_shape=input_shape, **kwargs)

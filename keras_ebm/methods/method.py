@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_ebm import distribute
+from keras_ebm import seeding
 from keras_ebm.keras_compat import keep_error_message
 
 # Keras appends _1, _2, ... to repeated layer names.
@@ -144,6 +145,72 @@ def ema_update(pairs, momentum):
     distribute.update_state(ema, tf.convert_to_tensor(momentum, "float32"), anchor=pairs[0][0])
 
 
+# `steps_per_execution="auto"`: models with at most this many trainable parameters run
+# several steps per compiled call (their steps are dominated by per-step dispatch) ...
+SMALL_MODEL_PARAMETERS = 100_000
+# ... at most this many (the divergence guard, preemption saves and the progress bar
+# act once per call).
+MAX_STEPS_PER_EXECUTION = 128
+
+
+def auto_steps_per_execution(model, steps_per_epoch):
+    """The steps per compiled call that `steps_per_execution="auto"` picks for `fit`.
+
+    A method with `multi_step_calls` (the classical energy methods;
+    self-supervised methods keep 1 step per call: their divergence rollback
+    acts per step) and a small model (at most `SMALL_MODEL_PARAMETERS`
+    trainable parameters), on one device, compiled, with a known number of
+    steps per epoch, runs the largest divisor of the epoch's steps that is at most
+    `MAX_STEPS_PER_EXECUTION` (so an execution never runs past the end of an
+    epoch: Keras's multi-step loop would take the next epoch's batches);
+    anything else runs 1 step per call.
+
+    Args:
+        model: a compiled `Method`.
+        steps_per_epoch: int or None, the updates per epoch of the `fit` call.
+
+    Returns:
+        int >= 1.
+    """
+    if not getattr(model, "multi_step_calls", False):
+        return 1
+    if not steps_per_epoch or steps_per_epoch < 2 or model.run_eagerly:
+        return 1
+    if model.distribute_strategy.num_replicas_in_sync > 1:
+        return 1
+    weights = model.trainable_weights
+    parameters = sum(int(np.prod(w.shape)) for w in weights)
+    if not weights or parameters > SMALL_MODEL_PARAMETERS:
+        return 1
+    return max(n for n in range(1, min(steps_per_epoch, MAX_STEPS_PER_EXECUTION) + 1)
+               if steps_per_epoch % n == 0)
+
+
+_BATCH_HOOKS = ("on_train_batch_begin", "on_train_batch_end", "on_batch_begin", "on_batch_end")
+
+
+def acts_per_batch(callback):
+    """Whether `callback` needs each training batch's hook (so one step per compiled call).
+
+    True for a callback that overrides a train-batch hook, unless it is one of
+    Keras's own (they follow `steps_per_execution`) or says
+    `multi_step_calls_ok = True` (it reads `batch` as the last step of a call).
+    """
+    if getattr(callback, "multi_step_calls_ok", False):
+        return False
+    if type(callback).__module__.split(".")[0] == "keras":
+        return False
+    return any(getattr(type(callback), hook, None) is not getattr(keras.callbacks.Callback, hook)
+               for hook in _BATCH_HOOKS)
+
+
+def _callbacks_of(args, kwargs):
+    callbacks = kwargs.get("callbacks", args[5] if len(args) > 5 else None)
+    if callbacks is None:
+        return []
+    return list(getattr(callbacks, "callbacks", callbacks))
+
+
 class Method(keras.Model):
     """Base of every keras_ebm method: the shared `train_step`, trackers and building.
 
@@ -172,6 +239,10 @@ class Method(keras.Model):
     # matching cannot see the energy's additive constant): they get no update
     # and no "Gradients do not exist" warning.
     loss_ignores_some_variables = False
+    # True where compile(steps_per_execution="auto") may run several steps per
+    # compiled call for a small model (the classical energy methods); False keeps
+    # 1 step per call (self-supervised methods).
+    multi_step_calls = False
 
     def __init__(self, input_shape=None, **kwargs):
         super().__init__(**kwargs)
@@ -231,7 +302,66 @@ class Method(keras.Model):
         self.optimizer.apply(gradients, variables)
         return loss, outputs
 
+    # -- steps per execution ------------------------------------------------
+    def compile(self, *args, steps_per_execution="auto", **kwargs):
+        """`keras.Model.compile`, with `steps_per_execution="auto"` by default.
+
+        "auto": each `fit` picks the steps run per compiled call with
+        `auto_steps_per_execution` (small energy models: up to a whole epoch
+        per call; others: 1). Where the data allows it (see `_as_blocks`),
+        those steps come as one block of minibatches, fetched once per call
+        and run in one loop; an RBM with Gibbs (`xla_blocks_on_cpu`) compiles
+        that loop with XLA, ThreeFry draws, when `jit_compile` is left to
+        "auto". An int is used as given (1: one step per call), through
+        Keras's own multi-step loop.
+        """
+        auto = steps_per_execution == "auto"
+        if not auto and (isinstance(steps_per_execution, bool)
+                         or not isinstance(steps_per_execution, (int, np.integer))
+                         or steps_per_execution < 1):
+            raise ValueError('steps_per_execution must be "auto" or an int >= 1, got '
+                             f"{steps_per_execution!r}")
+        super().compile(*args, steps_per_execution=1 if auto else int(steps_per_execution),
+                        **kwargs)
+        self.auto_steps_per_execution = auto
+        self._jit_compile_argument = kwargs.get("jit_compile", "auto")
+        if auto and getattr(self, "_compile_config", None) is not None:
+            self._compile_config.config["steps_per_execution"] = "auto"  # saved, reloaded as auto
+
+    def compile_from_config(self, config):
+        # Keras skips a custom `compile` when loading a model; this one takes
+        # Keras's arguments (steps_per_execution: "auto" or an int), so do as Keras does.
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if getattr(self, "optimizer", None) is not None and self.built:
+            self.optimizer.build(self.trainable_variables)
+
+    def _steps_per_epoch_of(self, args, kwargs):
+        """The updates per epoch `fit(*args, **kwargs)` will run, or None if unknown."""
+        if kwargs.get("steps_per_epoch") is not None:
+            return int(kwargs["steps_per_epoch"])
+        x = args[0] if args else kwargs.get("x")
+        if isinstance(x, tf.data.Dataset):
+            count = int(x.cardinality())
+            return count if count > 0 else None
+        if hasattr(x, "shape") and len(getattr(x, "shape", ())) >= 1 and x.shape[0] is not None:
+            batch_size = kwargs.get("batch_size") or (args[2] if len(args) > 2 else None) or 32
+            return -(-int(x.shape[0]) // int(batch_size))
+        return None
+
     def fit(self, *args, **kwargs):
+        self._block_steps = 1
+        if getattr(self, "auto_steps_per_execution", False):
+            steps = auto_steps_per_execution(self, self._steps_per_epoch_of(args, kwargs))
+            if steps > 1 and any(acts_per_batch(c) for c in _callbacks_of(args, kwargs)):
+                steps = 1  # a callback that acts per batch sees every batch
+            if steps != self.steps_per_execution:
+                self.steps_per_execution = steps
+                self.train_function = self.test_function = self.predict_function = None
+            if steps > 1:
+                args, kwargs = self._as_blocks(args, kwargs, steps)
+        if getattr(self, "_train_function_blocks", 1) != self._block_steps:
+            # The train function kept from the last fit takes blocks of another size.
+            self.train_function = None
         try:
             return super().fit(*args, **kwargs)
         except (ValueError, TypeError):
@@ -239,6 +369,112 @@ class Method(keras.Model):
             # next fit() would reuse it and fail with an unrelated TF error.
             self.train_function = None
             raise
+        finally:
+            self._block_steps = 1
+
+    # -- blocks of minibatches: one dataset element per compiled call ---------
+    def _as_blocks(self, args, kwargs, steps):
+        """`fit`'s arguments with each element of the data a block of `steps` minibatches.
+
+        Keras's multi-step loop fetches each minibatch from the `tf.data`
+        iterator inside the compiled call (one `get_next`, an `Optional` and a
+        `tf.cond` per step: most of a small model's step). A block is fetched
+        once per call and its minibatches are sliced in the loop of
+        `make_train_function`, in the same order, with the same updates.
+        Applies to a built model without a distribution strategy fit on a
+        `tf.data.Dataset` of equal-sized batches (static batch dimension) or on
+        an array of features alone whose length the batch size divides; else
+        the arguments are returned as given (Keras's own multi-step loop).
+        """
+        import inspect
+
+        try:
+            bound = inspect.signature(keras.Model.fit).bind(self, *args, **kwargs)
+        except TypeError:
+            return args, kwargs
+        params = dict(bound.arguments)
+        params.pop("self")
+        params.update(params.pop("kwargs", {}))
+        if (not self.built or self._distribute_strategy is not None
+                or params.get("validation_split") or params.get("class_weight") is not None
+                or params.get("sample_weight") is not None):
+            return args, kwargs
+        x = params.get("x")
+        if isinstance(x, tf.data.Dataset):
+            flat = tf.nest.flatten(x.element_spec)
+            if not all(isinstance(spec, tf.TensorSpec) and spec.shape.rank
+                       and spec.shape[0] is not None for spec in flat):
+                return args, kwargs
+            if len({int(spec.shape[0]) for spec in flat}) != 1:
+                return args, kwargs
+            blocks = (x.keras_ebm_blocks(steps) if hasattr(x, "keras_ebm_blocks")  # one gather
+                      else x.batch(steps, drop_remainder=True))
+            if params.get("steps_per_epoch") is None:  # a finite dataset, once per epoch
+                params["steps_per_epoch"] = int(x.cardinality())
+                blocks = blocks.repeat()
+        elif (isinstance(x, (np.ndarray, tf.Tensor)) and params.get("y") is None
+              and x.shape[0] and params.get("steps_per_epoch") is None):
+            batch_size = int(params.get("batch_size") or 32)
+            if int(x.shape[0]) % batch_size:
+                return args, kwargs
+            examples = tf.data.Dataset.from_tensor_slices(x)
+            if params.get("shuffle", True):
+                examples = examples.shuffle(int(x.shape[0]), reshuffle_each_iteration=True)
+            blocks = (examples.batch(batch_size, drop_remainder=True)
+                      .batch(steps, drop_remainder=True).repeat().prefetch(1))
+            params["steps_per_epoch"] = int(x.shape[0]) // batch_size
+            params["batch_size"] = None
+        else:
+            return args, kwargs
+        params["x"] = blocks
+        self._block_steps = steps
+        return (), params
+
+    def xla_blocks_on_cpu(self):
+        """True where a block of minibatches is compiled with XLA when Keras's is off (CPU).
+
+        Default False; `ContrastiveDivergence` says True for an RBM with Gibbs.
+        """
+        return False
+
+    def make_train_function(self, force=False):
+        steps = getattr(self, "_block_steps", 1)
+        if self.train_function is not None and not force:
+            return self.train_function
+        self._train_function_blocks = steps
+        if steps <= 1:
+            return super().make_train_function(force)
+
+        @tf.autograph.experimental.do_not_convert
+        def block_step(block):
+            # The block's first minibatch outside the loop gives the logs' structure.
+            logs = self.train_step(tf.nest.map_structure(lambda t: t[0], block))
+
+            def body(i, logs):
+                return i + 1, self.train_step(tf.nest.map_structure(lambda t: t[i], block))
+
+            _, logs = tf.while_loop(lambda i, logs: i < steps, body, (tf.constant(1), logs))
+            return logs
+
+        jit_compile = bool(self.jit_compile)
+        if (not jit_compile and getattr(self, "_jit_compile_argument", None) == "auto"
+                and self.xla_blocks_on_cpu()):
+            # Keras's jit_compile="auto" leaves XLA off on CPU; for these models one XLA
+            # program per block, with ThreeFry draws, is several times faster.
+            jit_compile, traced_step = True, block_step
+
+            def block_step(block):
+                with seeding.threefry_under_xla():
+                    return traced_step(block)
+
+        if not self.run_eagerly:
+            block_step = tf.function(block_step, reduce_retracing=True, jit_compile=jit_compile)
+
+        def function(iterator):
+            return block_step(next(iterator))
+
+        self.train_function = function
+        return function
 
     def test_step(self, data):
         self.build_on(data)
@@ -250,6 +486,40 @@ class Method(keras.Model):
     @property
     def metrics(self):
         return [getattr(self, f"{name}_tracker") for name in self.tracker_names]
+
+    def _compiled_tracker_function(self, kind, function):
+        """`function` (of the trackers) as one compiled call, or None to run Keras's eager ops.
+
+        Keras resets and reads the trackers at every epoch op by op: one eager op
+        per variable, ~1 ms an epoch on a loaded CPU, a sixth of a small RBM's
+        epoch run as one block.
+        """
+        if (self.run_eagerly or not tf.executing_eagerly()
+                or getattr(self, "_distribute_strategy", None) is not None):
+            return None
+        key = (kind, tuple(id(tracker) for tracker in self.metrics))
+        cache = self.__dict__.setdefault("_tracker_functions", {})
+        if key not in cache:
+            cache[key] = tf.function(function, autograph=False)
+        return cache[key]
+
+    def reset_metrics(self):
+        def reset():
+            for tracker in self.metrics:
+                tracker.reset_state()
+            return tf.constant(0)
+
+        compiled = self._compiled_tracker_function("reset", reset)
+        if compiled is None:
+            return super().reset_metrics()
+        compiled()
+
+    def get_metrics_result(self):
+        compiled = self._compiled_tracker_function(
+            "result", lambda: {tracker.name: tracker.result() for tracker in self.metrics})
+        if compiled is None:
+            return super().get_metrics_result()
+        return {name: float(value) for name, value in compiled().items()}
 
     def update_trackers(self, loss, outputs):
         """Updates the trackers from the loss and `outputs`; returns every tracker's result."""
