@@ -154,3 +154,17 @@ def test_collapse_monitor_restores_the_last_good_epoch_before_its_checkpoint(tmp
     from keras_ebm import checkpoints
 
     assert checkpoints.checkpoint_position(str(tmp_path / "checkpoints"))[0] == 2
+
+
+def test_ignored_settings_are_the_other_methods_own():
+    # NCE reads its noise ratio and the common settings, not sparse coding's atoms or
+    # Langevin's step; on the toys PCD reads the step size.
+    assert presets.ignored_settings(
+        "nce", ["noise_ratio", "num_atoms", "epochs", "learning_rate", "step_size"]) == [
+        "num_atoms", "step_size"]
+    assert presets.ignored_settings("pcd", ["step_size", "mala", "noise_ratio"]) == [
+        "noise_ratio"]
+    assert presets.ignored_settings("moco", ["queue_size", "num_negatives"]) == [
+        "num_negatives"]
+    for method in presets.METHODS:
+        assert presets.ignored_settings(method, list(presets.defaults(method, "toy"))) == []

@@ -78,10 +78,12 @@ def validate_flags():
                          "[0, 1)")
     ssl = FLAGS.method in presets.SSL_METHODS
     ebm_recipes.validate(FLAGS, ssl, UsageError)
-    for name in (SSL_ONLY if not ssl else ebm_recipes.EBM_ONLY):
-        if FLAGS[name].present:
-            print(f"train.py: warning: --{name} is ignored by --method={FLAGS.method}",
-                  file=sys.stderr)
+    family = SSL_ONLY if not ssl else ebm_recipes.EBM_ONLY
+    present = [name for name in FLAGS if FLAGS[name].present]
+    for name in [n for n in family if n in present] + presets.ignored_settings(
+            FLAGS.method, [n for n in present if n not in family]):
+        print(f"train.py: warning: --{name} is ignored by --method={FLAGS.method}",
+              file=sys.stderr)
 
 
 def use_xla():  # --jit_compile=auto: XLA on GPUs and TPUs only

@@ -42,7 +42,7 @@ def _accepts(method, name):
 
 
 def draw_samples(model, num_samples, x_train, temperature=1.0, num_steps=1000, seed=0,
-                 bounds=None):
+                 bounds=None, resample=False):
     """Fresh samples of a trained energy method, from noise; None where none are drawn.
 
     - An autoencoder (`model.autoencoder`: the DAE, the contractive AE)
@@ -59,6 +59,11 @@ def draw_samples(model, num_samples, x_train, temperature=1.0, num_steps=1000, s
       p_T itself: unadjusted Langevin on a steep learned energy overshoots
       (PCD on the rings: 1113x the MMD floor unadjusted, 122x with the test,
       against 179x for exact samples of the same density on a grid).
+      Without `resample`, the chains cannot move between modes once the
+      barriers rise, and each mode keeps the chains its basin caught while
+      the density was flat (Song & Ermon's sampler); with it, the chains are
+      reweighted and resampled between levels (sequential Monte Carlo) and
+      the modes get p_T's own masses.
 
     Args:
         model: a trained keras_ebm energy method (it has `model.energy`).
@@ -70,6 +75,8 @@ def draw_samples(model, num_samples, x_train, temperature=1.0, num_steps=1000, s
         seed: int. Defaults to 0.
         bounds: (low, high), the box the chains start in and are clamped to;
             None: `sample_box(x_train)`.
+        resample: bool, resample the annealed chains between levels
+            (`AnnealedLangevin(resample=True)`). Defaults to False.
 
     Returns:
         A float array [num_samples, D], or None (binary data without an RBM).
@@ -105,7 +112,7 @@ def draw_samples(model, num_samples, x_train, temperature=1.0, num_steps=1000, s
         temperature=temperature, num_levels=10, steps_per_level=max(1, num_steps // 10),
         step_size=own.step_size if langevin else 0.01,
         noise_scale=own.noise_scale if langevin else None, clip_value_min=low,
-        clip_value_max=high, metropolis=True)
+        clip_value_max=high, metropolis=True, resample=resample)
     return sampler(energy, x0, seed=[seed, 1]).numpy()
 
 
@@ -215,7 +222,13 @@ def evaluate_energy(model, x_train, x_test, method=None, workdir=None, grid_size
     Methods whose energy is known only up to scale (`SCALE_FREE_METHODS`:
     score matching, K-means, sparse coding, the autoencoders) are drawn, and
     sampled where their sampler has a temperature, at the fitted T; the
-    others at T = 1.
+    others at T = 1. The others' losses (PCD, NCE, ...) fit a normalised
+    density, its modes' masses included, so their annealed chains are
+    resampled between levels and follow it (`draw_samples(resample=True)`).
+    Score matching's losses leave the masses of separated modes undetermined
+    (Wenliang & Kanagawa 2020), so its chains are annealed without
+    resampling, as Song & Ermon sample a learned score: each mode keeps what
+    its basin caught. `density_mmd_2000` is the energy's own masses.
 
     Args:
         model: a trained keras_ebm energy method.
@@ -258,7 +271,8 @@ def evaluate_energy(model, x_train, x_test, method=None, workdir=None, grid_size
     calibrate = method in SCALE_FREE_METHODS and "temperature" in metrics
     temperature = metrics["temperature"] if calibrate else 1.0
     samples = draw_samples(model, 2000 if kind == "toy" else 100, x_train,
-                           temperature=temperature, num_steps=1000, seed=seed)
+                           temperature=temperature, num_steps=1000, seed=seed,
+                           resample=method not in SCALE_FREE_METHODS)
     grid = density_samples = None
     if kind == "toy":
         from keras_ebm.evaluation.density import energy_grid

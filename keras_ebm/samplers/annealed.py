@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from keras_ebm.samplers.langevin import Langevin
 from keras_ebm.seeding import fold_seed
+from keras_ebm.seeding import random_uniform
 
 
 @keras.saving.register_keras_serializable(package="keras_ebm")
@@ -29,6 +30,17 @@ class AnnealedLangevin(Langevin):
     eps_l = step_size at every level. With `metropolis=True` each move is
     MALA and the last level is exact for p_T up to the clamp.
 
+    Local moves cannot carry mass between modes once the barriers between
+    them have risen, so without resampling each mode keeps the chains that
+    fell into its basin while the density was still flat: the modes' masses
+    follow their basins' volumes, not p_T. With `resample=True` the chains
+    are a sequential Monte Carlo population (Del Moral, Doucet & Jasra 2006):
+    at the start of each level after the first, each chain is weighted by
+    exp(-E(x) (1/T_l - 1/T_{l-1})), the ratio of the new density to the old
+    one, and the population is redrawn by systematic resampling before the
+    level's Langevin moves. The chains then follow p_T's own mode masses,
+    good or bad (a test checks a two-mode mixture's 0.8 / 0.2 split).
+
     Measured on the energies of score matching on the 2-D rings
     (`keras_ebm.evaluation.draw_samples`, 2000 chains, 10 levels of 100
     steps of 0.01, MALA): the samples' MMD to held-out points is 3.1x the
@@ -46,6 +58,8 @@ class AnnealedLangevin(Langevin):
             None: sqrt(2 * step_size).
         grad_clip, clip_value_min, clip_value_max, metropolis: see `Langevin`.
         scale_step: bool, scale the step with T_l / T. Defaults to True.
+        resample: bool, reweight and resample the chains between levels.
+            Defaults to False.
 
     Example:
 
@@ -54,13 +68,14 @@ class AnnealedLangevin(Langevin):
 
     Reference:
         Neal, "Annealed importance sampling", Statistics and Computing 2001;
+        Del Moral, Doucet & Jasra, "Sequential Monte Carlo samplers", JRSS B 2006;
         Song & Ermon, "Generative modeling by estimating gradients of the data
         distribution", NeurIPS 2019 (annealed Langevin on a learned score).
     """
 
     def __init__(self, temperature=1.0, num_levels=10, steps_per_level=100, start_factor=100.0,
                  step_size=0.01, noise_scale=None, grad_clip=None, clip_value_min=None,
-                 clip_value_max=None, metropolis=False, scale_step=True):
+                 clip_value_max=None, metropolis=False, scale_step=True, resample=False):
         if not temperature > 0 or not math.isfinite(temperature):
             raise ValueError(f"AnnealedLangevin: temperature={temperature} must be > 0")
         if not start_factor >= 1:
@@ -76,16 +91,37 @@ class AnnealedLangevin(Langevin):
         self.steps_per_level = int(steps_per_level)
         self.start_factor = float(start_factor)
         self.scale_step = bool(scale_step)
+        self.resample = bool(resample)
 
     def temperatures(self):
         """The `num_levels` temperatures, from start_factor * T down to T."""
         return self.temperature * np.geomspace(self.start_factor, 1.0, self.num_levels)
 
+    def _ratio(self, level, dtype):
+        # T_l / T = start_factor ** (1 - l / (L - 1)).
+        fraction = 1.0 - tf.cast(level, tf.float32) / max(self.num_levels - 1, 1)
+        return tf.cast(tf.pow(self.start_factor, fraction), dtype)
+
+    def _resample(self, energy, x, level, seed):
+        # Weights exp(-E (1/T_l - 1/T_{l-1})), then systematic resampling.
+        energies = tf.reshape(energy(x), tf.shape(x)[:1])
+        beta_step = (1.0 / self._ratio(level, x.dtype) - 1.0 / self._ratio(level - 1, x.dtype))
+        log_weights = tf.cast(-energies * beta_step / self.temperature, tf.float64)
+        weights = tf.exp(log_weights - tf.reduce_max(log_weights))
+        cumulative = tf.cumsum(weights / tf.reduce_sum(weights))
+        count = tf.shape(x)[0]
+        offset = random_uniform([], fold_seed(seed, 3), tf.float64)
+        positions = (tf.cast(tf.range(count), tf.float64) + offset) / tf.cast(count, tf.float64)
+        indices = tf.minimum(tf.searchsorted(cumulative, positions, side="right"), count - 1)
+        return tf.gather(x, indices)
+
     def step(self, energy, x, step_index, seed=None):
-        # The level of this step: T_l = T * start_factor ** (1 - l / (L - 1)).
-        level = tf.cast(step_index // self.steps_per_level, tf.float32)
-        fraction = 1.0 - level / max(self.num_levels - 1, 1)
-        ratio = tf.cast(tf.pow(self.start_factor, fraction), x.dtype)  # T_l / T
+        level = step_index // self.steps_per_level
+        ratio = self._ratio(level, x.dtype)  # T_l / T
+        if self.resample and self.num_levels > 1:
+            starts_level = tf.logical_and(level > 0, step_index % self.steps_per_level == 0)
+            x = tf.cond(starts_level, lambda: self._resample(energy, x, level, seed),
+                        lambda: tf.identity(x))
         step_size = self.step_size * ratio if self.scale_step else self.step_size
         sigma = self.effective_noise_scale * (tf.sqrt(ratio) if self.scale_step else 1.0)
         return self.transition(lambda z: energy(z) / (self.temperature * ratio), x, step_size,
@@ -96,5 +132,6 @@ class AnnealedLangevin(Langevin):
         config.pop("num_steps")
         config.update({"temperature": self.temperature, "num_levels": self.num_levels,
                        "steps_per_level": self.steps_per_level,
-                       "start_factor": self.start_factor, "scale_step": self.scale_step})
+                       "start_factor": self.start_factor, "scale_step": self.scale_step,
+                       "resample": self.resample})
         return config

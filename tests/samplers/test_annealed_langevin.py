@@ -42,12 +42,41 @@ def test_last_level_samples_the_gaussian_at_t(temperature):
 def test_config_round_trip():
     sampler = samplers.AnnealedLangevin(temperature=0.3, num_levels=4, steps_per_level=7,
                                         start_factor=20.0, step_size=0.05, metropolis=True,
-                                        scale_step=False, clip_value_min=-1.0)
+                                        scale_step=False, clip_value_min=-1.0,
+                                        resample=True)
     clone = samplers.AnnealedLangevin.from_config(sampler.get_config())
     assert clone.get_config() == sampler.get_config()
     assert clone.num_steps == 28
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(sampler))
     assert restored.get_config() == sampler.get_config()
+
+
+def two_mode_energy(x):
+    # -log of 0.8 N((-2, 0), 0.3^2 I) + 0.2 N((2, 0), 0.3^2 I), up to a constant.
+    means = tf.constant([[-2.0, 0.0], [2.0, 0.0]])
+    squared = tf.reduce_sum(tf.square(x[:, None, :] - means[None]), axis=-1)
+    return -tf.reduce_logsumexp(tf.math.log([0.8, 0.2]) - squared / (2 * 0.3**2), axis=1)
+
+
+@pytest.mark.parametrize("temperature, left_mass", [(1.0, 0.8), (0.5, 0.8**2 / 0.68)])
+def test_resampling_gives_the_modes_their_masses(temperature, left_mass):
+    # Without resampling the chains split by basin volume (about half and half); with it they
+    # follow p_T: 0.8 / 0.2 at T = 1, and 0.64 / 0.04 renormalised at T = 0.5 (well-separated
+    # modes: each mode's mass scales as its weight ** (1 / T)).
+    x0 = tf.random.stateless_uniform([2000, 2], [0, 1], -4.0, 4.0)
+    fractions = {}
+    for resample in (False, True):
+        sampler = samplers.AnnealedLangevin(temperature=temperature, num_levels=10,
+                                            steps_per_level=30, step_size=0.02 * temperature,
+                                            metropolis=True, clip_value_min=-4.0,
+                                            clip_value_max=4.0, resample=resample)
+        samples = sampler(two_mode_energy, x0, seed=[5, 6]).numpy()
+        fractions[resample] = (samples[:, 0] < 0).mean()
+        left = samples[samples[:, 0] < 0]
+        np.testing.assert_allclose(left.mean(0), [-2.0, 0.0], atol=0.05)
+        np.testing.assert_allclose(left.std(0), [0.3 * temperature**0.5] * 2, rtol=0.1)
+    assert abs(fractions[True] - left_mass) < 0.04, fractions
+    assert abs(fractions[False] - left_mass) > 0.1, fractions
 
 
 @pytest.mark.parametrize("bad", [{"temperature": 0.0}, {"start_factor": 0.5},
@@ -88,6 +117,13 @@ def test_evaluate_energy_on_the_true_gaussian():
     samples = draw_samples(model, 500, x_train, temperature=4.0, num_steps=1000)
     assert samples.shape == (500, 2)
     np.testing.assert_allclose(samples.var(0), [1.0, 1.0], rtol=0.25)  # T * 0.25
+
+
+def test_draw_samples_resamples_when_asked():
+    x_train = np.array([[-2.0, 0.0], [2.0, 0.0]], "float32")  # only its [-4, 4] box is used
+    model = EnergyOnly(two_mode_energy)
+    samples = draw_samples(model, 2000, x_train, num_steps=300, resample=True)
+    assert abs((samples[:, 0] < 0).mean() - 0.8) < 0.04
 
 
 def test_an_energy_of_shape_batch_by_one_is_sampled_like_its_flat_twin():
