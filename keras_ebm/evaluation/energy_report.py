@@ -57,8 +57,9 @@ def draw_samples(model, num_samples, x_train, temperature=1.0, num_steps=1000, s
       Langevin step size (and noise) when it trains with Langevin, else 0.01.
       Each move passes a Metropolis test (MALA), so the last level samples
       p_T itself: unadjusted Langevin on a steep learned energy overshoots
-      (PCD on the rings: 1113x the MMD floor unadjusted, 122x with the test,
-      against 179x for exact samples of the same density on a grid).
+      (PCD on the rings, without resampling: 1113x the MMD floor unadjusted,
+      122x with the test, against 179x for exact samples of the same density
+      on a grid).
       Without `resample`, the chains cannot move between modes once the
       barriers rise, and each mode keeps the chains its basin caught while
       the density was flat (Song & Ermon's sampler); with it, the chains are
@@ -76,7 +77,9 @@ def draw_samples(model, num_samples, x_train, temperature=1.0, num_steps=1000, s
         bounds: (low, high), the box the chains start in and are clamped to;
             None: `sample_box(x_train)`.
         resample: bool, resample the annealed chains between levels
-            (`AnnealedLangevin(resample=True)`). Defaults to False.
+            (`AnnealedLangevin(resample=True)`; for low-dimensional data).
+            Ignored by the methods with a sampler of their own and on
+            binary data. Defaults to False.
 
     Returns:
         A float array [num_samples, D], or None (binary data without an RBM).
@@ -222,13 +225,16 @@ def evaluate_energy(model, x_train, x_test, method=None, workdir=None, grid_size
     Methods whose energy is known only up to scale (`SCALE_FREE_METHODS`:
     score matching, K-means, sparse coding, the autoencoders) are drawn, and
     sampled where their sampler has a temperature, at the fitted T; the
-    others at T = 1. The others' losses (PCD, NCE, ...) fit a normalised
-    density, its modes' masses included, so their annealed chains are
-    resampled between levels and follow it (`draw_samples(resample=True)`).
-    Score matching's losses leave the masses of separated modes undetermined
-    (Wenliang & Kanagawa 2020), so its chains are annealed without
-    resampling, as Song & Ermon sample a learned score: each mode keeps what
-    its basin caught. `density_mmd_2000` is the energy's own masses.
+    others (and `method=None`) at T = 1. On 2-D points, the others' losses
+    (PCD, NCE, ...) fit a normalised density, its modes' masses included, so
+    their annealed chains are resampled between levels and follow it
+    (`draw_samples(resample=True)`); in more dimensions the resampling's
+    weights degenerate, and the chains are not resampled. The losses of
+    score matching and sparse coding leave the masses of separated modes
+    undetermined (for score matching: Wenliang & Kanagawa 2020), so their
+    chains are annealed without resampling, as Song & Ermon sample a learned
+    score: each mode keeps what its basin caught. `density_mmd_2000`
+    measures exact samples with the energy's own mode masses.
 
     Args:
         model: a trained keras_ebm energy method.
@@ -272,7 +278,7 @@ def evaluate_energy(model, x_train, x_test, method=None, workdir=None, grid_size
     temperature = metrics["temperature"] if calibrate else 1.0
     samples = draw_samples(model, 2000 if kind == "toy" else 100, x_train,
                            temperature=temperature, num_steps=1000, seed=seed,
-                           resample=method not in SCALE_FREE_METHODS)
+                           resample=kind == "toy" and method not in SCALE_FREE_METHODS)
     grid = density_samples = None
     if kind == "toy":
         from keras_ebm.evaluation.density import energy_grid

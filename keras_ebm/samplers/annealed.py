@@ -39,7 +39,13 @@ class AnnealedLangevin(Langevin):
     exp(-E(x) (1/T_l - 1/T_{l-1})), the ratio of the new density to the old
     one, and the population is redrawn by systematic resampling before the
     level's Langevin moves. The chains then follow p_T's own mode masses,
-    good or bad (a test checks a two-mode mixture's 0.8 / 0.2 split).
+    good or bad (a test checks a two-mode mixture's 0.8 / 0.2 split),
+    provided `x_init` roughly follows the first level's near-flat density
+    exp(-E / T_1) (uniform noise over the box does; no weight is applied
+    before the first level). Chains of non-finite energy get weight 0. The
+    weights spread more as the dimension grows, and every resampling then
+    keeps fewer distinct chains: resampling is meant for low-dimensional
+    energies, such as the 2-D toys.
 
     Measured on the energies of score matching on the 2-D rings
     (`keras_ebm.evaluation.draw_samples`, 2000 chains, 10 levels of 100
@@ -107,13 +113,22 @@ class AnnealedLangevin(Langevin):
         energies = tf.reshape(energy(x), tf.shape(x)[:1])
         beta_step = (1.0 / self._ratio(level, x.dtype) - 1.0 / self._ratio(level - 1, x.dtype))
         log_weights = tf.cast(-energies * beta_step / self.temperature, tf.float64)
-        weights = tf.exp(log_weights - tf.reduce_max(log_weights))
-        cumulative = tf.cumsum(weights / tf.reduce_sum(weights))
-        count = tf.shape(x)[0]
-        offset = random_uniform([], fold_seed(seed, 3), tf.float64)
-        positions = (tf.cast(tf.range(count), tf.float64) + offset) / tf.cast(count, tf.float64)
-        indices = tf.minimum(tf.searchsorted(cumulative, positions, side="right"), count - 1)
-        return tf.gather(x, indices)
+        # A chain of non-finite energy gets weight 0; with no finite weight, no resampling.
+        log_weights = tf.where(tf.math.is_finite(log_weights), log_weights,
+                               tf.constant(-float("inf"), tf.float64))
+        largest = tf.reduce_max(log_weights)
+
+        def redraw():
+            weights = tf.exp(log_weights - largest)
+            cumulative = tf.cumsum(weights / tf.reduce_sum(weights))
+            count = tf.shape(x)[0]
+            offset = random_uniform([], fold_seed(seed, 3), tf.float64)
+            positions = ((tf.cast(tf.range(count), tf.float64) + offset)
+                         / tf.cast(count, tf.float64))
+            indices = tf.minimum(tf.searchsorted(cumulative, positions, side="right"), count - 1)
+            return tf.gather(x, indices)
+
+        return tf.cond(tf.math.is_finite(largest), redraw, lambda: tf.identity(x))
 
     def step(self, energy, x, step_index, seed=None):
         level = step_index // self.steps_per_level

@@ -46,6 +46,7 @@ def test_config_round_trip():
                                         resample=True)
     clone = samplers.AnnealedLangevin.from_config(sampler.get_config())
     assert clone.get_config() == sampler.get_config()
+    assert clone.resample and not clone.scale_step
     assert clone.num_steps == 28
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(sampler))
     assert restored.get_config() == sampler.get_config()
@@ -119,11 +120,44 @@ def test_evaluate_energy_on_the_true_gaussian():
     np.testing.assert_allclose(samples.var(0), [1.0, 1.0], rtol=0.25)  # T * 0.25
 
 
+def test_a_chain_of_non_finite_energy_is_dropped_not_copied():
+    # One chain of NaN energy must not wreck the weights of the others (a NaN in the
+    # cumulative weights would send every chain to one index).
+    x = tf.random.stateless_uniform([1000, 2], [0, 3], -4.0, 4.0)
+    nan_first = tf.concat([[np.nan], tf.zeros([999])], 0)
+    sampler = samplers.AnnealedLangevin(num_levels=10, steps_per_level=30, resample=True)
+    kept = {}
+    for name, energy in (("finite", two_mode_energy),
+                         ("one NaN", lambda z: two_mode_energy(z) + nan_first)):
+        redrawn = sampler._resample(energy, x, tf.constant(3), tf.constant([1, 2], tf.int64))
+        kept[name] = set(redrawn.numpy()[:, 0].tolist())
+    assert len(kept["one NaN"]) > 500, len(kept["one NaN"])
+    assert float(x[0, 0]) not in kept["one NaN"]
+    assert kept["one NaN"] <= set(x.numpy()[:, 0].tolist())
+
+
 def test_draw_samples_resamples_when_asked():
     x_train = np.array([[-2.0, 0.0], [2.0, 0.0]], "float32")  # only its [-4, 4] box is used
     model = EnergyOnly(two_mode_energy)
     samples = draw_samples(model, 2000, x_train, num_steps=300, resample=True)
     assert abs((samples[:, 0] < 0).mean() - 0.8) < 0.04
+
+
+@pytest.mark.parametrize("method, dim, resample", [
+    ("pcd", 2, True), ("nce", 2, True), (None, 2, True), ("score_matching", 2, False),
+    ("sparse_coding", 2, False), ("pcd", 5, False)])
+def test_evaluate_energy_resamples_the_normalised_energies_of_2d_points(
+        monkeypatch, method, dim, resample):
+    from keras_ebm.evaluation import energy_report
+
+    calls = []
+    monkeypatch.setattr(energy_report, "draw_samples",
+                        lambda *args, **kwargs: calls.append(kwargs) or None)
+    rng = np.random.default_rng(0)
+    x = (0.5 * rng.standard_normal((200, dim))).astype("float32")
+    model = EnergyOnly(lambda z: 0.5 * tf.reduce_sum(tf.square(z), axis=1))
+    evaluate_energy(model, x, x, method=method, grid_size=20)
+    assert calls[0]["resample"] is resample
 
 
 def test_an_energy_of_shape_batch_by_one_is_sampled_like_its_flat_twin():

@@ -19,10 +19,14 @@ def run(*args, cwd):
 def test_ebm_run_from_another_folder_warns_logs_and_writes_the_common_keys(tmp_path):
     workdir = tmp_path / "work"
     result = run("--method=pcd", "--dataset=binary_digits", "--epochs=1", "--steps_per_epoch=2",
-                 "--backbone=resnet50", f"--workdir={workdir}", cwd=tmp_path)
+                 "--backbone=resnet50", "--num_atoms=8", "--mcmc_steps=1",
+                 f"--workdir={workdir}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
-    # A flag the method ignores gets a warning.
+    # A flag the method ignores gets a warning: another family's, or another method's; a
+    # flag it reads gets none.
     assert "warning: --backbone is ignored by --method=pcd" in result.stderr
+    assert "warning: --num_atoms is ignored by --method=pcd" in result.stderr
+    assert "--mcmc_steps is ignored" not in result.stderr
     with open(workdir / "metrics.json") as f:
         metrics = json.load(f)
     # The same keys as the SSL runs, and the default export does not depend on the cwd.
