@@ -250,17 +250,18 @@ def defaults(method, kind=None):
 def ignored_settings(method, names):
     """The settings among `names` that only other methods read: `method` ignores them.
 
-    A setting of a family's common settings (learning rate, epochs, ...) or
-    of no preset at all is never reported.
+    The other family's settings (a backbone for an RBM) and other methods'
+    own (sparse coding's atoms for NCE) are reported; a setting that every
+    method reads (learning rate, epochs, ...), or that no preset has, is not.
 
     Example:
 
     >>> keras_ebm.presets.ignored_settings("nce", ["noise_ratio", "num_atoms", "epochs"])
     ['num_atoms']
     """
-    specific = set(SAMPLING).union(*PRESETS.values(), *TOY_PRESETS.values())
+    known = set().union(*(defaults(m, kind) for m in METHODS for kind in (None, "toy")))
     used = set(defaults(method)) | set(defaults(method, "toy"))
-    return [name for name in names if name in specific and name not in used]
+    return [name for name in names if name in known and name not in used]
 
 
 def resolve(method, overrides, kind=None):

@@ -84,8 +84,6 @@ flags.DEFINE_integer("max_rollbacks", 3, "Most rollbacks before --on_divergence=
 flags.DEFINE_float("rollback_lr_factor", 0.5,
                    "Each rollback multiplies the learning rate (schedule) by this factor.")
 
-EBM_ONLY = ("num_hidden", "sampler", "mcmc_steps", "num_chains", "noise_ratio", "dae_noise")
-
 
 def validate(flag_values, ssl, usage_error):
     """The checks of the EBM flags that depend on --method."""

@@ -36,9 +36,6 @@ from keras_ebm import presets  # noqa: E402
 REPO = train_flags.REPO
 FLAGS = flags.FLAGS
 EXTRA_CALLBACKS = []  # appended to every fit (tests simulate crashes with it)
-SSL_ONLY = ("backbone", "temperature", "queue_size", "projection_dim", "num_negatives")
-
-
 class UsageError(Exception):
     """Bad input: one line, exit status 2."""
 
@@ -76,12 +73,9 @@ def validate_flags():
     if not 0.0 <= FLAGS.collapse_min_rank_ratio < 1.0:
         raise UsageError(f"--collapse_min_rank_ratio={FLAGS.collapse_min_rank_ratio} must be in "
                          "[0, 1)")
-    ssl = FLAGS.method in presets.SSL_METHODS
-    ebm_recipes.validate(FLAGS, ssl, UsageError)
-    family = SSL_ONLY if not ssl else ebm_recipes.EBM_ONLY
+    ebm_recipes.validate(FLAGS, FLAGS.method in presets.SSL_METHODS, UsageError)
     present = [name for name in FLAGS if FLAGS[name].present]
-    for name in [n for n in family if n in present] + presets.ignored_settings(
-            FLAGS.method, [n for n in present if n not in family]):
+    for name in presets.ignored_settings(FLAGS.method, present):
         print(f"train.py: warning: --{name} is ignored by --method={FLAGS.method}",
               file=sys.stderr)
 
