@@ -39,6 +39,7 @@ TOY_BOUNDS = (-4.0, 4.0)
 # stored) carries almost no shape, so PIRL asks for a resize instead.
 MIN_PATCH_SIZE = 4
 
+SCORE_LEVELS = {"score_noise_levels": 1, "score_sigma_max": 2.0, "score_sigma": 0.1}
 COMMON = {
     "epochs": 100, "batch_size": 256, "learning_rate": 1e-3, "optimizer": "adamw",
     "weight_decay": 1e-4, "seed": 0, "jit_compile": False,
@@ -84,9 +85,13 @@ PRESETS = {
     # Tuned on the four toys (docs/methods/score_matching.md): at 1e-3 the ring's energy is
     # still half-formed after 40 epochs; denoising at sigma 0.05-0.1 learns the ring and the
     # checkerboard too slowly (its loss is noisier the smaller sigma is).
-    "score_matching": {"epochs": 60, "learning_rate": 3e-3},
-    "denoising_score_matching": {"epochs": 100, "learning_rate": 3e-3, "score_sigma": 0.2},
-    "sliced_score_matching": {"epochs": 60, "learning_rate": 3e-3, "num_projections": 1},
+    # score_noise_levels > 1: a NoiseConditionalEnergy, levels from score_sigma_max down to
+    # score_sigma (the toys' preset below); 1: one energy (score_sigma: DSM's corruption).
+    "score_matching": {"epochs": 60, "learning_rate": 3e-3, **SCORE_LEVELS},
+    "denoising_score_matching": {"epochs": 100, "learning_rate": 3e-3, **SCORE_LEVELS,
+                                 "score_sigma": 0.2},
+    "sliced_score_matching": {"epochs": 60, "learning_rate": 3e-3, "num_projections": 1,
+                              **SCORE_LEVELS},
     # Strategy 1: prototypes and components placed by k-means++, then moved by Adam.
     "kmeans": {"epochs": 30, "learning_rate": 1e-2, "num_clusters": 64},
     "gmm": {"epochs": 60, "learning_rate": 1e-2, "num_components": 32},
@@ -106,20 +111,30 @@ TOY_PRESETS = {
     # The quadrature grid's 4096 points cost more than a batch: batches of 512 halve the
     # steps of an epoch (docs/methods/maximum_likelihood.md).
     "ml": {"batch_size": 512, "epochs": 200, "learning_rate": 3e-3},
-    # configs/pcd_rings.flags: 30 Langevin steps of 0.02 on 256 of 1000 persistent chains.
+    # configs/pcd_rings.flags: 30 MALA steps of 0.02 on 256 of 1000 persistent chains, the
+    # chains reweighted as the energy changes and never restarted (with 5% restarts and
+    # plain Langevin, the rings' inner ring got 22% of the mass instead of 50%:
+    # docs/methods/contrastive_divergence.md).
     "pcd": {"sampler": "langevin", "mcmc_steps": 30, "step_size": 0.02, "num_chains": 1000,
-            "chains_per_step": 256, "reinit_fraction": 0.05, "energy_l2": 0.02,
-            "weight_decay": 0.0, "epochs": 80, "learning_rate": 5e-3},
+            "chains_per_step": 256, "reinit_fraction": 0.0, "mala": True,
+            "reweight_chains": True, "energy_l2": 0.02, "weight_decay": 0.0, "epochs": 80,
+            "learning_rate": 5e-3},
     # At 1e-3 the rings' energy is still one blob after 100 epochs (+0.10 nats over the
     # Gaussian); at 3e-3 it has both rings (+1.33). A noise mixture fitted to the rings did
     # worse (+0.68): docs/methods/noise_contrastive_estimation.md. Four noise points per data
     # point: 8 Gaussians +2.98 -> +3.89 nats and exact samples' MMD 16x -> 1.5x the floor.
     "nce": {"learning_rate": 3e-3, "noise_ratio": 4.0},
+    # Strategy 4 on the toys: a noise-conditional energy, 10 levels from 2 (the modes merge)
+    # to 0.05 (half the rings' width), sampled level by level (NoiseAnnealedLangevin). One
+    # energy left the masses of separated modes free: samples 3-22x the MMD floor
+    # (docs/methods/score_matching.md).
+    **{name: {"score_noise_levels": 10, "score_sigma_max": 2.0, "score_sigma": 0.05,
+              "epochs": 400} for name in SCORE_MATCHING_METHODS},
 }
 SAMPLING = {  # cd and pcd
     "sampler": None, "mcmc_steps": 1, "step_size": 0.01, "noise_scale": None, "mala": False,
     "langevin_grad_clip": None, "proposal_scale": 0.1, "num_chains": 200,
-    "chains_per_step": None, "reinit_fraction": 0.0, "energy_l2": 0.0,
+    "chains_per_step": None, "reinit_fraction": 0.0, "energy_l2": 0.0, "reweight_chains": False,
 }
 
 
@@ -130,7 +145,7 @@ POSITIVE = ("epochs", "batch_size", "queue_size", "bn_splits", "projection_dim",
             "grid_size", "toy_train_samples", "toy_test_samples", "max_rollbacks",
             "num_projections", "max_image_pixels", "collective_timeout", "num_clusters",
             "num_components", "ml_grid_size", "num_atoms", "ista_iterations", "rbf_centers",
-            "cae_units")
+            "cae_units", "score_noise_levels")
 RANGES = [(name, 0, None, False, False) for name in (
     "noise_scale", "energy_l2", "grad_clip", "noise_ratio", "dae_noise_level",
     "proposal_scale", "reinit_fraction", "weight_decay", "warmup_epochs", "augment_strength")] + [
@@ -144,6 +159,7 @@ RANGES = [(name, 0, None, False, False) for name in (
     ("barlow_scale_loss", 0, None, True, False), ("sim_coeff", 0, None, False, False),
     ("std_coeff", 0, None, False, False), ("cov_coeff", 0, None, False, False),
     ("collapse_min_rank", 0, None, False, False), ("score_sigma", 0, None, True, False),
+    ("score_sigma_max", 0, None, True, False),
     ("sparsity", 0, None, False, False), ("rbf_width", 0, None, True, False),
     ("contraction", 0, None, False, False), ("contraction_noise", 0, None, False, False),
     ("cae_sharpness", 0, None, True, False)]
@@ -603,11 +619,12 @@ def build_ebm(method, config, x_train, kind):
             buffer = ReplayBuffer(config["num_chains"], x_train.shape[1:],
                                   noise="bernoulli" if kind == "binary" else "uniform",
                                   minval=low, maxval=high,
-                                  reinit_fraction=config["reinit_fraction"])
+                                  reinit_fraction=config["reinit_fraction"],
+                                  track_energies=config["reweight_chains"])
         return methods.ContrastiveDivergence(
             energy, build_sampler(config, kind), persistent=config["persistent"],
             replay_buffer=buffer, chains_per_step=config["chains_per_step"],
-            energy_l2=config["energy_l2"])
+            energy_l2=config["energy_l2"], reweight_chains=config["reweight_chains"])
     if method == "nce":
         noise = (BernoulliNoise.from_data(x_train) if kind == "binary"
                  else GaussianNoise.from_data(x_train, 1.2))
@@ -621,11 +638,21 @@ def build_ebm(method, config, x_train, kind):
         if kind == "binary":
             raise SettingError(f"method={method} fits the gradient of the energy and needs "
                                "continuous data (dataset=toy:<name> or digits)")
+        if config["score_noise_levels"] > 1:
+            from keras_ebm.energies import MLPEnergy
+            from keras_ebm.energies import NoiseConditionalEnergy
+
+            if not config["score_sigma_max"] > config["score_sigma"]:
+                raise SettingError(f"score_sigma_max={config['score_sigma_max']} must be above "
+                                   f"score_sigma={config['score_sigma']}, the smallest level")
+            energy = NoiseConditionalEnergy.geometric(
+                MLPEnergy([int(u) for u in config["energy_hidden_units"]],
+                          spectral_normalization=config["spectral_normalization"]),
+                config["score_sigma_max"], config["score_sigma"], config["score_noise_levels"])
         return methods.ScoreMatching(
             energy, variant={"score_matching": "exact", "denoising_score_matching": "denoising",
                              "sliced_score_matching": "sliced"}[method],
-            sigma=config.get("score_sigma", 0.1),
-            num_projections=config.get("num_projections", 1))
+            sigma=config["score_sigma"], num_projections=config.get("num_projections", 1))
     cls = {"ratio_matching": methods.RatioMatching, "mpf": methods.MinimumProbabilityFlow,
            "ml": methods.MaximumLikelihood}[method]
     return cls(energy)

@@ -166,5 +166,8 @@ def test_ignored_settings_are_the_other_methods_own():
         "noise_ratio"]
     assert presets.ignored_settings("moco", ["queue_size", "num_negatives"]) == [
         "num_negatives"]
-    assert presets.ignored_settings("score_matching", ["score_sigma", "num_projections"]) == [
-        "score_sigma", "num_projections"]
+    # Exact score matching reads the noise levels (score_sigma: the smallest), not the
+    # sliced variant's directions.
+    assert presets.ignored_settings(
+        "score_matching", ["score_sigma", "score_noise_levels", "num_projections"]) == [
+        "num_projections"]

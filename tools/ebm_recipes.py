@@ -39,6 +39,9 @@ flags.DEFINE_integer("chains_per_step", None,
 flags.DEFINE_float("reinit_fraction", None,
                    "EBM: probability that a drawn chain restarts from noise.")
 flags.DEFINE_float("energy_l2", None, "EBM: weight of the energy-magnitude penalty E(x)^2.")
+flags.DEFINE_bool("reweight_chains", None,
+                  "EBM: pcd: reweight and resample the drawn persistent chains by the change of "
+                  "their energy since they were last written.")
 flags.DEFINE_float("grad_clip", None, "EBM: clip the global norm of the parameter gradients.")
 flags.DEFINE_float("final_learning_rate_fraction", None,
                    "EBM: the learning rate decays linearly to this fraction of --learning_rate.")
@@ -46,7 +49,14 @@ flags.DEFINE_float("noise_ratio", None, "EBM: NCE noise samples per data sample.
 flags.DEFINE_enum("dae_noise", None, ["gaussian", "bitflip", "masking"],
                   "EBM: DAE corruption (default: bitflip for binary data, gaussian otherwise).")
 flags.DEFINE_float("dae_noise_level", None, "EBM: DAE corruption level.")
-flags.DEFINE_float("score_sigma", None, "EBM: denoising_score_matching's corruption std.")
+flags.DEFINE_float("score_sigma", None,
+                   "EBM: denoising_score_matching's corruption std; with "
+                   "--score_noise_levels > 1, the smallest level of every score-matching method.")
+flags.DEFINE_integer("score_noise_levels", None,
+                     "EBM: score-matching methods: noise levels of a noise-conditional energy "
+                     "(geometric, --score_sigma_max down to --score_sigma); 1: one energy.")
+flags.DEFINE_float("score_sigma_max", None,
+                   "EBM: score-matching methods: the largest noise level.")
 flags.DEFINE_integer("num_projections", None,
                      "EBM: sliced_score_matching's random directions per example.")
 flags.DEFINE_integer("num_clusters", None, "EBM: kmeans's prototypes K.")

@@ -65,6 +65,9 @@ def draw_samples(model, num_samples, x_train, temperature=1.0, num_steps=1000, s
       the density was flat (Song & Ermon's sampler); with it, the chains are
       reweighted and resampled between levels (sequential Monte Carlo) and
       the modes get p_T's own masses.
+    - A noise-conditional energy (`keras_ebm.energies.NoiseConditionalEnergy`):
+      `keras_ebm.samplers.NoiseAnnealedLangevin`, `num_steps` / L MALA steps
+      at each of its L levels, from the largest sigma down, at `temperature`.
 
     Args:
         model: a trained keras_ebm energy method (it has `model.energy`).
@@ -109,6 +112,11 @@ def draw_samples(model, num_samples, x_train, temperature=1.0, num_steps=1000, s
         x0 = tf.cast(x0 < 0.5, tf.float32)
         return samplers.Gibbs(num_steps=num_steps, mean_field_visible=True)(
             energy, x0, seed=[seed, 1]).numpy()
+    if hasattr(energy, "sigmas") and hasattr(energy, "at"):  # a NoiseConditionalEnergy
+        sampler = samplers.NoiseAnnealedLangevin(
+            energy.sigmas, steps_per_level=max(1, num_steps // len(energy.sigmas)),
+            temperature=temperature, clip_value_min=low, clip_value_max=high)
+        return sampler(energy, x0, seed=[seed, 1]).numpy()
     own = getattr(model, "sampler", None)
     langevin = isinstance(own, samplers.Langevin)
     sampler = samplers.AnnealedLangevin(
@@ -232,9 +240,14 @@ def evaluate_energy(model, x_train, x_test, method=None, workdir=None, grid_size
     weights degenerate, and the chains are not resampled. The losses of
     score matching and sparse coding leave the masses of separated modes
     undetermined (for score matching: Wenliang & Kanagawa 2020), so their
-    chains are annealed without resampling, as Song & Ermon sample a learned
-    score: each mode keeps what its basin caught. `density_mmd_2000`
-    measures exact samples with the energy's own mode masses.
+    chains are annealed without resampling: each mode keeps what its basin
+    caught. A noise-conditional energy (the score-matching presets on the
+    toys) is sampled down its noise levels at T = 1, as Song & Ermon sample
+    a learned score: the modes' masses are settled at the levels where the
+    blurred modes still touch and its loss fits them. It is scored and
+    drawn at its smallest level.
+    `density_mmd_2000` measures exact samples with the energy's own mode
+    masses.
 
     Args:
         model: a trained keras_ebm energy method.
@@ -276,8 +289,9 @@ def evaluate_energy(model, x_train, x_test, method=None, workdir=None, grid_size
     # Energies known only up to scale are drawn and pictured at the fitted T.
     calibrate = method in SCALE_FREE_METHODS and "temperature" in metrics
     temperature = metrics["temperature"] if calibrate else 1.0
+    levels = hasattr(energy, "sigmas") and hasattr(energy, "at")
     samples = draw_samples(model, 2000 if kind == "toy" else 100, x_train,
-                           temperature=temperature, num_steps=1000, seed=seed,
+                           temperature=1.0 if levels else temperature, num_steps=1000, seed=seed,
                            resample=kind == "toy" and method not in SCALE_FREE_METHODS)
     grid = density_samples = None
     if kind == "toy":

@@ -46,6 +46,9 @@ class ReplayBuffer(keras.layers.Layer):
             probability 1/2) or `"normal"` (N(0, 1)). Defaults to `"uniform"`.
         minval: float, lower end of the uniform noise. Defaults to -1.0.
         maxval: float, upper end of the uniform noise. Defaults to 1.0.
+        track_energies: bool, also keep each chain's energy when it was last
+            written (`update(..., energies=...)`, `stored_energies`), for
+            `ContrastiveDivergence(reweight_chains=True)`. Defaults to False.
         **kwargs: base layer keyword arguments.
 
     Example:
@@ -61,7 +64,7 @@ class ReplayBuffer(keras.layers.Layer):
     """
 
     def __init__(self, size, shape, reinit_fraction=0.05, noise="uniform", minval=-1.0,
-                 maxval=1.0, **kwargs):
+                 maxval=1.0, track_energies=False, **kwargs):
         super().__init__(**kwargs)
         if noise not in ("uniform", "bernoulli", "normal"):
             raise ValueError(f"noise must be 'uniform', 'bernoulli' or 'normal', got {noise!r}")
@@ -80,6 +83,18 @@ class ReplayBuffer(keras.layers.Layer):
             trainable=False,
             aggregation="only_first_replica",
         )
+        self.track_energies = bool(track_energies)
+        if self.track_energies:  # E(chain) when written, and whether it was written at all
+            self.energies = self.add_weight(name="energies", shape=(self.size,),
+                                            initializer="zeros", trainable=False,
+                                            aggregation="only_first_replica")
+            self.energy_known = self.add_weight(name="energy_known", shape=(self.size,),
+                                                initializer="zeros", trainable=False,
+                                                aggregation="only_first_replica")
+            # Each chain's importance log-weight, carried between visits.
+            self.log_weights = self.add_weight(name="log_weights", shape=(self.size,),
+                                               initializer="zeros", trainable=False,
+                                               aggregation="only_first_replica")
         self.built = True
 
     def draw_noise(self, num_samples, seed=None):
@@ -105,10 +120,19 @@ class ReplayBuffer(keras.layers.Layer):
     def sample(self, num_samples=None, seed=None):
         """Draws `num_samples` distinct chains (all when None); returns (x, indices).
 
+        See `sample_with_restarts`, which also says which chains restarted.
+        """
+        x, indices, _ = self.sample_with_restarts(num_samples, seed)
+        return x, indices
+
+    def sample_with_restarts(self, num_samples=None, seed=None):
+        """Draws `num_samples` distinct chains (all when None); returns (x, indices, restarted).
+
         With `seed` ([2] ints) every draw is stateless, a function of the seed.
 
         When every chain is drawn, `indices` is None (read as "all chains" by
-        `update`), which spares a gather and a scatter per update. Under
+        `update`), which spares a gather and a scatter per update.
+        `restarted` [n] is True for the chains that restart from noise. Under
         tf.distribute each replica draws `num_samples / replicas` chains of
         its own shard (all of its shard when None).
         """
@@ -131,32 +155,61 @@ class ReplayBuffer(keras.layers.Layer):
         else:
             indices = _shuffle(tf.range(self.size), seed)[:num_samples]
             x = tf.gather(chains, indices)
+        count = tf.shape(x)[0]
+        restarted = tf.zeros([count], tf.bool)
         if self.reinit_fraction > 0.0:
-            count = tf.shape(x)[0]
-            restart = random_uniform([count], fold_seed(seed, 1)) < self.reinit_fraction
-            restart = tf.reshape(restart, [-1] + [1] * len(self.shape))
+            restarted = random_uniform([count], fold_seed(seed, 1)) < self.reinit_fraction
+            restart = tf.reshape(restarted, [-1] + [1] * len(self.shape))
             x = tf.where(restart, self.draw_noise(count, fold_seed(seed, 2)), x)
-        return x, indices
+        return x, indices, restarted
 
-    def update(self, indices, x):
+    def update(self, indices, x, energies=None, log_weights=None):
         """Writes the advanced chains back: chains[indices] = x (all chains when None).
 
-        Under tf.distribute the chains of every replica are gathered and
-        written into every device copy.
+        With `track_energies`, `energies` [n] (their energies now) and
+        `log_weights` [n] (their importance log-weights; None: 0) are kept
+        beside them. Under tf.distribute the chains of every replica are
+        gathered and written into every device copy.
         """
-        x = tf.cast(x, self.chains.dtype)
+        parts = (indices, tf.cast(x, self.chains.dtype))
+        if self.track_energies and energies is not None:
+            energies = tf.cast(tf.reshape(energies, [-1]), self.energies.dtype)
+            parts += (energies, tf.zeros_like(energies) if log_weights is None else
+                      tf.cast(tf.reshape(log_weights, [-1]), self.energies.dtype))
         if self._replica_shard() is not None:
-            indices, x = distribute.cross_replica_concat((indices, x))
-            distribute.update_state(self._write, indices, x, anchor=self.chains)
+            parts = distribute.cross_replica_concat(parts)
+            distribute.update_state(self._write, *parts, anchor=self.chains)
         else:
-            self._write(indices, x)
+            self._write(*parts)
 
-    def _write(self, indices, x):
+    def stored_energies(self, indices=None):
+        """`(energies, known, log_weights)` [n] of the chains at `indices` (all when None).
+
+        As last written; `known` is False for a chain whose energy was never
+        written (its log-weight is then 0).
+        """
+        if not self.track_energies:
+            raise ValueError("ReplayBuffer.stored_energies needs track_energies=True")
+        values = [tf.convert_to_tensor(v)
+                  for v in (self.energies, self.energy_known, self.log_weights)]
+        if indices is not None:
+            values = [tf.gather(v, indices) for v in values]
+        return values[0], values[1] > 0.5, values[2]
+
+    @staticmethod
+    def _scatter(variable, indices, values):
         if indices is None:
-            self.chains.assign(x)
-            return
-        self.chains.assign(tf.tensor_scatter_nd_update(
-            tf.convert_to_tensor(self.chains), indices[:, None], x))
+            variable.assign(values)
+        else:
+            variable.assign(tf.tensor_scatter_nd_update(tf.convert_to_tensor(variable),
+                                                        indices[:, None], values))
+
+    def _write(self, indices, x, energies=None, log_weights=None):
+        self._scatter(self.chains, indices, x)
+        if energies is not None:
+            self._scatter(self.energies, indices, energies)
+            self._scatter(self.energy_known, indices, tf.ones_like(energies))
+            self._scatter(self.log_weights, indices, log_weights)
 
     def call(self, num_samples=None):
         return self.sample(num_samples)[0]
@@ -171,6 +224,7 @@ class ReplayBuffer(keras.layers.Layer):
                 "noise": self.noise,
                 "minval": self.minval,
                 "maxval": self.maxval,
+                "track_energies": self.track_energies,
             }
         )
         return config

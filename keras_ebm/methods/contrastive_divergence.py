@@ -7,8 +7,13 @@ import tensorflow as tf
 
 from keras_ebm import distribute
 from keras_ebm.methods.energy_method import EnergyMethod
+from keras_ebm.samplers.annealed import systematic_resample
 from keras_ebm.samplers.gibbs import Gibbs
 from keras_ebm.seeding import fold_seed
+
+# `reweight_chains`: the drawn chains are resampled when their effective sample size falls
+# under this fraction of their number (the usual sequential Monte Carlo rule).
+RESAMPLE_BELOW = 0.5
 
 
 @keras.saving.register_keras_serializable(package="keras_ebm")
@@ -39,6 +44,18 @@ class ContrastiveDivergence(EnergyMethod):
             None uses every chain in the buffer (Tieleman's PCD). Defaults to None.
         energy_l2: float, weight of the energy-magnitude penalty of Du &
             Mordatch, which keeps energies near zero. Defaults to 0.0.
+        reweight_chains: bool, PCD only: before the sampler moves them, the
+            drawn chains' importance weights grow by exp(-(E_now(x) -
+            E_then(x))), the change of the model's density at each chain
+            since the chain was last written, and the chains are redrawn in
+            proportion (systematic resampling) when the weights degenerate.
+            Local MCMC moves cannot carry chains between separated modes, so
+            as the energy changes the chains' shares of the modes drift from
+            the model's; the weights move them, a sequential Monte Carlo
+            population over the parameter updates, resampled when its
+            weights degenerate (chains new or restarted from noise:
+            weighted as draws of the noise). Needs a
+            `ReplayBuffer(track_energies=True)`. Defaults to False.
         seed: int or None, seed of the MCMC noise; update t draws from the
             stateless seed (seed, t), so a resumed run draws the same noise.
             None: drawn from Python's `random` (which
@@ -67,7 +84,7 @@ class ContrastiveDivergence(EnergyMethod):
     config_objects = ("energy", "sampler", "replay_buffer")
 
     def __init__(self, energy, sampler, persistent=False, replay_buffer=None, chains_per_step=None,
-                 energy_l2=0.0, seed=None, **kwargs):
+                 energy_l2=0.0, reweight_chains=False, seed=None, **kwargs):
         super().__init__(energy, **kwargs)
         if persistent and replay_buffer is None:
             raise ValueError(
@@ -78,6 +95,10 @@ class ContrastiveDivergence(EnergyMethod):
         self.replay_buffer = replay_buffer
         self.chains_per_step = None if chains_per_step is None else int(chains_per_step)
         self.energy_l2 = float(energy_l2)
+        self.reweight_chains = bool(reweight_chains)
+        if self.reweight_chains and not (self.persistent and replay_buffer.track_energies):
+            raise ValueError("reweight_chains=True needs persistent=True and "
+                             "ReplayBuffer(..., track_energies=True)")
         # The MCMC noise of update t is a function of (seed, t): see `step_seed`.
         self.seed = int(random.randrange(2**31)) if seed is None else int(seed)
         self.build_now(tuple(replay_buffer.shape) if replay_buffer is not None else None)
@@ -102,12 +123,53 @@ class ContrastiveDivergence(EnergyMethod):
         seed = self.step_seed()
         if not self.persistent:
             return self.sampler(self.energy, x_data, seed=fold_seed(seed, 0))
-        x_init, indices = self.replay_buffer.sample(self.chains_per_step, seed=fold_seed(seed, 1))
-        x_samples = self.sampler(self.energy, tf.cast(x_init, x_data.dtype),
-                                 seed=fold_seed(seed, 0))
+        x_init, indices, restarted = self.replay_buffer.sample_with_restarts(
+            self.chains_per_step, seed=fold_seed(seed, 1))
+        x_init = tf.cast(x_init, x_data.dtype)
+        log_weights = None
+        if self.reweight_chains:
+            x_init, log_weights = self.reweighted(x_init, indices, restarted,
+                                                  fold_seed(seed, 2))
+        x_samples = self.sampler(self.energy, x_init, seed=fold_seed(seed, 0))
         if training:
-            self.replay_buffer.update(indices, x_samples)
+            energies = self.energy(x_samples) if self.reweight_chains else None
+            self.replay_buffer.update(indices, x_samples, energies, log_weights)
         return x_samples
+
+    def reweighted(self, x_init, indices, restarted, seed):
+        """`(x, log_weights)`: the drawn chains' importance weights; see `reweight_chains`.
+
+        A chain whose energy E_then was written before follows the density
+        of then, up to its carried log-weight: that grows by E_then - E_now.
+        A chain never written (or restarted) is a draw of the uniform noise:
+        its log-weight is -E_now. Each group's weights are divided by their
+        mean, its estimate of its normaliser (Z_now / Z_then, and Z_now over
+        the box's volume). When the effective sample size of the drawn
+        chains falls under `RESAMPLE_BELOW` of their number, they are
+        redrawn in proportion to their weights, which are then equal.
+        """
+        stored, known, carried = self.replay_buffer.stored_energies(indices)
+        known = tf.logical_and(known, tf.logical_not(restarted))
+        now = self.energy(x_init)
+        log_weights = tf.where(known, tf.cast(stored, now.dtype) - now, -now)
+
+        def log_mean(mask):  # log of the mean weight of a group (0 if it is empty)
+            masked = tf.where(mask, log_weights, tf.constant(-float("inf"), now.dtype))
+            count = tf.reduce_sum(tf.cast(mask, now.dtype))
+            return tf.where(count > 0, tf.reduce_logsumexp(masked) - tf.math.log(
+                tf.maximum(count, 1.0)), 0.0)
+
+        log_weights -= tf.where(known, log_mean(known), log_mean(tf.logical_not(known)))
+        log_weights += tf.where(known, tf.cast(carried, now.dtype), 0.0)
+        log_weights -= tf.reduce_logsumexp(log_weights)  # normalised: they sum to 1
+        count = tf.cast(tf.shape(log_weights)[0], now.dtype)
+        effective = tf.exp(-tf.reduce_logsumexp(2.0 * log_weights)) / count
+        resample = effective < RESAMPLE_BELOW
+        x = tf.cond(resample, lambda: systematic_resample(x_init, log_weights, seed),
+                    lambda: tf.identity(x_init))
+        log_weights = tf.where(resample, tf.zeros_like(log_weights),
+                               log_weights + tf.math.log(count))  # mean weight 1
+        return x, log_weights
 
     def prepare(self, data, training):
         x_data = super().prepare(data, training)
@@ -252,4 +314,4 @@ class ContrastiveDivergence(EnergyMethod):
     def get_config(self):
         return {**super().get_config(), "persistent": self.persistent,
                 "chains_per_step": self.chains_per_step, "energy_l2": self.energy_l2,
-                "seed": self.seed}
+                "reweight_chains": self.reweight_chains, "seed": self.seed}

@@ -1,5 +1,6 @@
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from keras_ebm.energies import RBM
@@ -63,3 +64,104 @@ def test_cd_pushes_data_energy_below_sample_energy_on_continuous_data():
     assert history.history["loss"][-1] != 0.0  # trackers, not a raw tensor under "loss"
     far = np.array([[-2.0, 2.0]], "float32")
     assert float(model.energy(far)[0]) > float(np.mean(model.energy(x)))
+
+
+@keras.saving.register_keras_serializable(package="test_reweight")
+class TwoWells(keras.layers.Layer):
+    """(|x| - 2)^2 / 0.18, minus `shift` on the left: its mass is e^shift / (1 + e^shift)."""
+
+    def __init__(self, shift=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.shift = float(shift)
+
+    def call(self, x):
+        x = x[:, 0]
+        return tf.square(tf.abs(x) - 2.0) / 0.18 - self.shift * tf.cast(x < 0, x.dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "shift": self.shift}
+
+
+def test_reweighted_chains_follow_the_new_energy_masses():
+    # Chains of the old energy (two equal wells), their old energies stored; the new energy
+    # lowers the left well by log 4, so its mass is 0.8: the weights exp(E_old - E_new) are
+    # 4 on the left and 1 on the right, whatever the chains' spread. Their effective sample
+    # size, 0.74 of the chains, needs no resampling: the weights carry the masses.
+    rng = np.random.default_rng(0)
+    chains = np.concatenate([rng.normal(-2, 0.3, (2000, 1)), rng.normal(2, 0.3, (2000, 1))])
+    chains = chains.astype("float32")
+    buffer = ReplayBuffer(4000, (1,), reinit_fraction=0.0, track_energies=True)
+    buffer.update(None, chains, energies=TwoWells()(chains))
+    model = ContrastiveDivergence(TwoWells(np.log(4.0)), Langevin(num_steps=1), persistent=True,
+                                  replay_buffer=buffer, reweight_chains=True, input_shape=(1,))
+    x_init, indices, restarted = buffer.sample_with_restarts(seed=[0, 1])
+    x, log_weights = model.reweighted(x_init, indices, restarted, [0, 2])
+    np.testing.assert_array_equal(x, x_init)
+    weights, left = np.exp(log_weights.numpy()), x.numpy()[:, 0] < 0
+    np.testing.assert_allclose(weights.mean(), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(weights[left], 4 * weights[~left][0], rtol=1e-4)
+    # The weights are carried: written with the chains, they add to the next visit's.
+    buffer.update(indices, x, energies=model.energy(x), log_weights=log_weights)
+    _, _, carried = buffer.stored_energies()
+    np.testing.assert_allclose(carried, log_weights, rtol=1e-6)
+    # 400 chains on the left, 3600 on the right, the left well lowered by log 36: the
+    # effective size falls to 0.16, so the chains are redrawn, 0.8 of them on the left,
+    # and their weights are equal again.
+    uneven = np.concatenate([chains[:400], chains[400:][np.asarray(chains[400:, 0] > 0)]])
+    uneven = np.concatenate([uneven, chains[2000:2000 + 4000 - len(uneven)]])
+    buffer.update(None, uneven, energies=TwoWells()(uneven))
+    model = ContrastiveDivergence(TwoWells(np.log(36.0)), Langevin(num_steps=1), persistent=True,
+                                  replay_buffer=buffer, reweight_chains=True, input_shape=(1,))
+    x_init, indices, restarted = buffer.sample_with_restarts(seed=[0, 1])
+    x, log_weights = model.reweighted(x_init, indices, restarted, [0, 2])
+    assert (np.asarray(x_init)[:, 0] < 0).mean() == 0.1
+    assert abs((x.numpy()[:, 0] < 0).mean() - 0.8) < 0.005
+    np.testing.assert_array_equal(log_weights, 0.0)
+    # A restarted chain is a draw of the noise: weight exp(-E_now), normalised within the
+    # restarted group, which keeps its share. With every right-hand chain restarted, the
+    # two groups keep their 2000 chains each.
+    buffer.update(None, chains, energies=TwoWells()(chains))
+    model = ContrastiveDivergence(TwoWells(np.log(4.0)), Langevin(num_steps=1), persistent=True,
+                                  replay_buffer=buffer, reweight_chains=True, input_shape=(1,))
+    x_init, indices, _ = buffer.sample_with_restarts(seed=[0, 1])
+    right = np.asarray(x_init)[:, 0] > 0
+    _, log_weights = model.reweighted(x_init, indices, tf.constant(right), [0, 2])
+    weights = np.exp(log_weights.numpy())
+    np.testing.assert_allclose([weights[~right].sum(), weights[right].sum()], [2000, 2000],
+                               rtol=1e-3)
+    # Chains never written (the noise the buffer starts from) are importance-weighted
+    # towards the energy's density: its wells, with their masses.
+    fresh = ReplayBuffer(20000, (1,), reinit_fraction=0.0, minval=-4.0, maxval=4.0,
+                         track_energies=True)
+    model = ContrastiveDivergence(TwoWells(np.log(4.0)), Langevin(num_steps=1), persistent=True,
+                                  replay_buffer=fresh, reweight_chains=True, input_shape=(1,))
+    x_init, indices, restarted = fresh.sample_with_restarts(seed=[0, 1])
+    redrawn = model.reweighted(x_init, indices, restarted, [0, 2])[0].numpy()[:, 0]
+    assert abs((redrawn < 0).mean() - 0.8) < 0.02, (redrawn < 0).mean()
+    np.testing.assert_allclose(np.abs(redrawn).mean(), 2.0, atol=0.05)
+    # Energies are written with the chains; a chain never written is not known.
+    stored, known, _ = buffer.stored_energies(tf.constant([0, 3999]))
+    np.testing.assert_allclose(stored, TwoWells()(chains[[0, 3999]]), rtol=1e-6)
+    assert known.numpy().all()
+    assert not ReplayBuffer(3, (1,), track_energies=True).stored_energies()[1].numpy().any()
+    rebuilt = ContrastiveDivergence.from_config(model.get_config())
+    assert rebuilt.reweight_chains and rebuilt.replay_buffer.track_energies
+    with pytest.raises(ValueError, match="track_energies=True"):
+        ContrastiveDivergence(TwoWells(), Langevin(), persistent=True,
+                              replay_buffer=ReplayBuffer(8, (1,)), reweight_chains=True)
+
+
+def test_pcd_with_reweighted_chains_trains_and_writes_the_chain_energies():
+    keras.utils.set_random_seed(0)
+    x = np.random.default_rng(0).normal(0.5, 0.3, size=(128, 2)).astype("float32")
+    buffer = ReplayBuffer(64, (2,), minval=-2.0, maxval=2.0, track_energies=True)
+    model = ContrastiveDivergence(MLPEnergy((8,)), Langevin(num_steps=3, step_size=0.01),
+                                  persistent=True, replay_buffer=buffer, chains_per_step=32,
+                                  reweight_chains=True)
+    model.compile(optimizer=keras.optimizers.Adam(0.01))
+    model.fit(x, batch_size=32, epochs=2, verbose=0)
+    stored, known, _ = buffer.stored_energies()
+    written = known.numpy()
+    assert 0 < written.sum() <= 64
+    # Each stored energy is the chain's energy under the weights of its last update.
+    assert np.isfinite(stored.numpy()[written]).all()

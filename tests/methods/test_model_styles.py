@@ -14,6 +14,7 @@ from keras import ops
 
 from keras_ebm.energies import RBM
 from keras_ebm.energies import MLPEnergy
+from keras_ebm.energies import NoiseConditionalEnergy
 from keras_ebm.energies import RBFFeatures
 from keras_ebm.energies import SparseCodingEnergy
 from keras_ebm.layers import PatchHead
@@ -253,6 +254,12 @@ def make_score_matching_denoising(style):
 
 def make_score_matching_sliced(style):
     return ScoreMatching(energy(style), variant="sliced", num_projections=2), continuous()
+
+
+def make_score_matching_noise_conditional(style):
+    # The network reads [x, log sigma]: DIM + 1 features.
+    levels = NoiseConditionalEnergy(energy(style, dim=DIM + 1), sigmas=(1.0, 0.3, 0.1))
+    return ScoreMatching(levels, variant="sliced"), continuous()
 
 
 def make_constant_volume(style):
