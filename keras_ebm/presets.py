@@ -187,6 +187,7 @@ STATE_SETTINGS = ("method", "input_shape", "backbone", "projection_dim",
                   "jigsaw_jitter",
                   "num_hidden", "energy_hidden_units", "num_clusters", "num_components",
                   "num_atoms", "rbf_centers", "cae_units", "spectral_normalization", "persistent",
+                  "reweight_chains", "score_noise_levels",
                   "num_chains", "optimizer", "batch_size", "seed")
 RUN_LENGTH = ("epochs", "jit_compile")  # neither shapes state nor changes the updates
 

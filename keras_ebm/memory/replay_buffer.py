@@ -106,6 +106,13 @@ class ReplayBuffer(keras.layers.Layer):
             return random_normal(shape, seed)
         return tf.cast(random_uniform(shape, seed) < 0.5, tf.float32)
 
+    def noise_log_density(self, x):
+        """log q(x) of the restart noise, up to a constant: [n] (0 for uniform and bernoulli)."""
+        x = tf.reshape(tf.convert_to_tensor(x), [tf.shape(x)[0], -1])
+        if self.noise == "normal":
+            return -0.5 * tf.reduce_sum(tf.square(x), axis=-1)
+        return tf.zeros(tf.shape(x)[:1], x.dtype)
+
     def _replica_shard(self):
         """(offset, count) of this replica's chains under tf.distribute, else None."""
         replicas = distribute.num_replicas_in_sync()

@@ -54,8 +54,10 @@ class ContrastiveDivergence(EnergyMethod):
             the model's; the weights move them, a sequential Monte Carlo
             population over the parameter updates, resampled when its
             weights degenerate (chains new or restarted from noise:
-            weighted as draws of the noise). Needs a
-            `ReplayBuffer(track_energies=True)`. Defaults to False.
+            weighted as draws of the noise). The weights act through the
+            resampling only; the loss's negative phase stays the plain mean
+            over the chains. Needs a `ReplayBuffer(track_energies=True)`;
+            not with `epoch_dataset`. Defaults to False.
         seed: int or None, seed of the MCMC noise; update t draws from the
             stateless seed (seed, t), so a resumed run draws the same noise.
             None: drawn from Python's `random` (which
@@ -141,26 +143,40 @@ class ContrastiveDivergence(EnergyMethod):
 
         A chain whose energy E_then was written before follows the density
         of then, up to its carried log-weight: that grows by E_then - E_now.
-        A chain never written (or restarted) is a draw of the uniform noise:
-        its log-weight is -E_now. Each group's weights are divided by their
-        mean, its estimate of its normaliser (Z_now / Z_then, and Z_now over
-        the box's volume). When the effective sample size of the drawn
-        chains falls under `RESAMPLE_BELOW` of their number, they are
-        redrawn in proportion to their weights, which are then equal.
+        A chain never written (or restarted) is a draw of the buffer's noise
+        q: its log-weight is -E_now - log q(x). Each group's weights are
+        divided by its estimate of its normaliser (Z_now / Z_then, and Z_now
+        over q's). A chain of non-finite energy gets weight 0 (its log-weight
+        is kept at -80). When the effective sample size of the drawn chains
+        falls under `RESAMPLE_BELOW` of their number, they are redrawn in
+        proportion to their weights, which are then equal. The weights steer
+        this resampling only: the loss averages the chains' energies
+        unweighted, a bias that the resampling bounds.
         """
         stored, known, carried = self.replay_buffer.stored_energies(indices)
         known = tf.logical_and(known, tf.logical_not(restarted))
         now = self.energy(x_init)
-        log_weights = tf.where(known, tf.cast(stored, now.dtype) - now, -now)
+        carried = tf.where(known, tf.cast(carried, now.dtype), 0.0)
+        noise = tf.cast(self.replay_buffer.noise_log_density(x_init), now.dtype)
+        log_weights = tf.where(known, carried + tf.cast(stored, now.dtype) - now, -now - noise)
+        # A chain of non-finite energy gets weight 0.
+        minus_inf = tf.constant(-float("inf"), now.dtype)
+        log_weights = tf.where(tf.math.is_finite(log_weights), log_weights, minus_inf)
 
-        def log_mean(mask):  # log of the mean weight of a group (0 if it is empty)
-            masked = tf.where(mask, log_weights, tf.constant(-float("inf"), now.dtype))
-            count = tf.reduce_sum(tf.cast(mask, now.dtype))
-            return tf.where(count > 0, tf.reduce_logsumexp(masked) - tf.math.log(
-                tf.maximum(count, 1.0)), 0.0)
+        def log_sum(values, mask):
+            return tf.reduce_logsumexp(tf.where(mask, values, minus_inf))
 
-        log_weights -= tf.where(known, log_mean(known), log_mean(tf.logical_not(known)))
-        log_weights += tf.where(known, tf.cast(carried, now.dtype), 0.0)
+        # Each group's weights over its estimate of its normaliser: for the chains written
+        # before, sum(carried * increment) / sum(carried) estimates Z_now / Z_then; for the
+        # noise's draws, their mean weight estimates Z_now over the noise's normaliser.
+        fresh = tf.logical_not(known)
+        count = tf.reduce_sum(tf.cast(fresh, now.dtype))
+        log_weights -= tf.where(known, log_sum(log_weights, known) - log_sum(carried, known),
+                                log_sum(log_weights, fresh) - tf.math.log(
+                                    tf.maximum(count, 1.0)))
+        log_weights = tf.where(tf.math.is_finite(log_weights), log_weights, minus_inf)
+        if_none_finite = tf.reduce_all(tf.equal(log_weights, minus_inf))
+        log_weights = tf.where(if_none_finite, tf.zeros_like(log_weights), log_weights)
         log_weights -= tf.reduce_logsumexp(log_weights)  # normalised: they sum to 1
         count = tf.cast(tf.shape(log_weights)[0], now.dtype)
         effective = tf.exp(-tf.reduce_logsumexp(2.0 * log_weights)) / count
@@ -169,7 +185,7 @@ class ContrastiveDivergence(EnergyMethod):
                     lambda: tf.identity(x_init))
         log_weights = tf.where(resample, tf.zeros_like(log_weights),
                                log_weights + tf.math.log(count))  # mean weight 1
-        return x, log_weights
+        return x, tf.maximum(log_weights, -80.0)  # finite, for the state's variable
 
     def prepare(self, data, training):
         x_data = super().prepare(data, training)
@@ -216,6 +232,9 @@ class ContrastiveDivergence(EnergyMethod):
                              "(hidden_probabilities, sample_hidden, sample_visible) and a Gibbs "
                              "sampler; got "
                              f"{type(energy).__name__} with {type(self.sampler).__name__}")
+        if self.reweight_chains:
+            raise ValueError("epoch_dataset/train_epoch do not reweight the chains: use "
+                             "reweight_chains=False, or fit without the epoch program")
         if self.persistent and (self.chains_per_step not in (None, self.replay_buffer.size)
                                 or self.replay_buffer.reinit_fraction > 0.0):
             raise ValueError("epoch_dataset/train_epoch advance every persistent chain each "

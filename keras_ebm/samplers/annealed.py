@@ -21,8 +21,9 @@ def systematic_resample(x, log_weights, seed=None):
 
     Example:
 
-    >>> systematic_resample(tf.constant([[0.0], [1.0]]), tf.math.log([0.0, 1.0]), [0, 1])
-    <tf.Tensor: shape=(2, 1), dtype=float32, numpy=array([[1.], [1.]], dtype=float32)>
+    >>> systematic_resample(tf.constant([[0.0], [1.0]]), tf.math.log([0.0, 1.0]), [0, 1]).numpy()
+    array([[1.],
+           [1.]], dtype=float32)
 
     Reference:
         Douc & Cappé, "Comparison of resampling schemes for particle
@@ -210,6 +211,10 @@ class NoiseAnnealedLangevin(Langevin):
         if not sigmas or int(steps_per_level) < 1:
             raise ValueError("NoiseAnnealedLangevin: needs at least one sigma and "
                              "steps_per_level >= 1")
+        if not all(s > 0 and math.isfinite(s) for s in sigmas) or any(
+                a <= b for a, b in zip(sigmas, sigmas[1:])):
+            raise ValueError(f"NoiseAnnealedLangevin: sigmas must be positive and decrease "
+                             f"strictly, got {sigmas}")
         if not temperature > 0 or not math.isfinite(temperature):
             raise ValueError(f"NoiseAnnealedLangevin: temperature={temperature} must be > 0")
         super().__init__(num_steps=len(sigmas) * int(steps_per_level),
@@ -222,7 +227,8 @@ class NoiseAnnealedLangevin(Langevin):
         self.temperature = float(temperature)
 
     def step(self, energy, x, step_index, seed=None):
-        sigma = tf.gather(tf.constant(self.sigmas, x.dtype), step_index // self.steps_per_level)
+        level = tf.minimum(step_index // self.steps_per_level, len(self.sigmas) - 1)
+        sigma = tf.gather(tf.constant(self.sigmas, x.dtype), level)
         step_size = self.step_factor * tf.square(sigma)
         return self.transition(lambda z: energy.at(z, sigma) / self.temperature, x, step_size,
                                tf.sqrt(2.0 * step_size), seed=fold_seed(seed, 2))

@@ -114,6 +114,8 @@ def test_annealing_down_the_levels_gives_the_modes_their_masses():
                                 clip_value_max=4.0, metropolis=True)(energy, tf.constant(box),
                                                                      seed=[0, 1]).numpy()
     assert abs((tempered[:, 0] < 0).mean() - 0.8) > 0.1
+    with pytest.raises(ValueError, match="decrease strictly"):
+        NoiseAnnealedLangevin((0.1, 1.0))
     sampler = NoiseAnnealedLangevin(energy.sigmas, steps_per_level=7, temperature=0.5)
     assert NoiseAnnealedLangevin.from_config(sampler.get_config()).get_config() == (
         sampler.get_config())

@@ -160,8 +160,36 @@ def test_pcd_with_reweighted_chains_trains_and_writes_the_chain_energies():
                                   reweight_chains=True)
     model.compile(optimizer=keras.optimizers.Adam(0.01))
     model.fit(x, batch_size=32, epochs=2, verbose=0)
-    stored, known, _ = buffer.stored_energies()
-    written = known.numpy()
-    assert 0 < written.sum() <= 64
-    # Each stored energy is the chain's energy under the weights of its last update.
-    assert np.isfinite(stored.numpy()[written]).all()
+    _, known, carried = buffer.stored_energies()
+    assert 0 < known.numpy().sum() <= 64 and np.isfinite(carried.numpy()).all()
+    # Each written chain's stored energy is its energy under the weights it was moved with.
+    samples = model.contrasted_samples(tf.constant(x[:32]), training=True)
+    stored, _, _ = buffer.stored_energies()
+    chains = np.asarray(buffer.chains)
+    rows = [np.flatnonzero((chains == s).all(1))[0] for s in samples.numpy()]
+    np.testing.assert_allclose(stored.numpy()[rows], model.energy(samples), rtol=1e-5,
+                               atol=1e-6)
+    # The one-XLA-program epoch writes no energies: it refuses reweighted chains.
+    rbm = ContrastiveDivergence(RBM(6, 3), Gibbs(), persistent=True, reweight_chains=True,
+                                replay_buffer=ReplayBuffer(16, (6,), reinit_fraction=0.0,
+                                                           noise="bernoulli",
+                                                           track_energies=True))
+    with pytest.raises(ValueError, match="do not reweight"):
+        rbm.check_epoch_program()
+
+
+def test_noise_draws_are_weighted_by_the_noise_density_and_non_finite_ones_dropped():
+    # Normal noise: a fresh chain's weight is exp(-E) / q = exp(-E + |x|^2 / 2); with
+    # E = |x|^2 / 2 every weight is equal, whatever the draws.
+    buffer = ReplayBuffer(5000, (2,), reinit_fraction=0.0, noise="normal", track_energies=True)
+    half_square = keras.layers.Lambda(lambda z: 0.5 * tf.reduce_sum(tf.square(z), -1))
+    model = ContrastiveDivergence(half_square, Langevin(num_steps=1), persistent=True,
+                                  replay_buffer=buffer, reweight_chains=True, input_shape=(2,))
+    x_init, indices, restarted = buffer.sample_with_restarts(seed=[0, 1])
+    x, log_weights = model.reweighted(x_init, indices, restarted, [0, 2])
+    np.testing.assert_allclose(log_weights, 0.0, atol=1e-4)
+    np.testing.assert_array_equal(x, x_init)
+    # A chain of non-finite energy gets weight 0 (log-weight -80), the others share the rest.
+    poisoned = tf.tensor_scatter_nd_update(x_init, [[0]], [[float("nan"), 0.0]])
+    _, log_weights = model.reweighted(poisoned, indices, restarted, [0, 2])
+    assert log_weights.numpy()[0] == -80.0 and np.isfinite(log_weights.numpy()).all()

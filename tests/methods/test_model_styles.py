@@ -256,6 +256,13 @@ def make_score_matching_sliced(style):
     return ScoreMatching(energy(style), variant="sliced", num_projections=2), continuous()
 
 
+def make_pcd_reweighted(style):
+    buffer = ReplayBuffer(NUM, (DIM,), minval=0.0, maxval=1.0, track_energies=True)
+    return ContrastiveDivergence(energy(style), Langevin(num_steps=2, step_size=0.01),
+                                 persistent=True, replay_buffer=buffer, chains_per_step=8,
+                                 reweight_chains=True), continuous()
+
+
 def make_score_matching_noise_conditional(style):
     # The network reads [x, log sigma]: DIM + 1 features.
     levels = NoiseConditionalEnergy(energy(style, dim=DIM + 1), sigmas=(1.0, 0.3, 0.1))
