@@ -530,6 +530,15 @@ def build_energy(config, kind, x_train):
         return rbm
     energy = MLPEnergy([int(u) for u in config["energy_hidden_units"]],
                        spectral_normalization=config["spectral_normalization"])
+    if config.get("score_noise_levels", 1) > 1:  # score matching: the MLP reads [x, log sigma]
+        from keras_ebm.energies import NoiseConditionalEnergy
+
+        if not config["score_sigma_max"] > config["score_sigma"]:
+            raise SettingError(f"score_sigma_max={config['score_sigma_max']} must be above "
+                               f"score_sigma={config['score_sigma']}, the smallest level")
+        return NoiseConditionalEnergy.geometric(energy, config["score_sigma_max"],
+                                                config["score_sigma"],
+                                                config["score_noise_levels"])
     energy.build((None, x_train.shape[1]))
     return energy
 
@@ -639,17 +648,6 @@ def build_ebm(method, config, x_train, kind):
         if kind == "binary":
             raise SettingError(f"method={method} fits the gradient of the energy and needs "
                                "continuous data (dataset=toy:<name> or digits)")
-        if config["score_noise_levels"] > 1:
-            from keras_ebm.energies import MLPEnergy
-            from keras_ebm.energies import NoiseConditionalEnergy
-
-            if not config["score_sigma_max"] > config["score_sigma"]:
-                raise SettingError(f"score_sigma_max={config['score_sigma_max']} must be above "
-                                   f"score_sigma={config['score_sigma']}, the smallest level")
-            energy = NoiseConditionalEnergy.geometric(
-                MLPEnergy([int(u) for u in config["energy_hidden_units"]],
-                          spectral_normalization=config["spectral_normalization"]),
-                config["score_sigma_max"], config["score_sigma"], config["score_noise_levels"])
         return methods.ScoreMatching(
             energy, variant={"score_matching": "exact", "denoising_score_matching": "denoising",
                              "sliced_score_matching": "sliced"}[method],
