@@ -63,6 +63,8 @@ def overrides():
 
 def validate_flags():
     """Checks every flag before anything is built or written."""
+    if FLAGS.method not in presets.METHODS:  # absl's enum checks the command line only
+        raise UsageError(f"--method={FLAGS.method!r}: choose one of {', '.join(presets.METHODS)}")
     given = {name: FLAGS[name].value for name in FLAGS if FLAGS[name].value is not None}
     try:
         presets.check_settings(given)
