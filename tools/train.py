@@ -40,8 +40,13 @@ class UsageError(Exception):
     """Bad input: one line, exit status 2."""
 
 
-def fail(message, status=2):
+def fail(message, status=2, hard=False):
+    """Prints one line and exits; `hard` skips the interpreter's shutdown (see below)."""
     print(f"train.py: {'error: ' if status == 2 else ''}{message}", file=sys.stderr)
+    if hard:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
     sys.exit(status)
 
 
@@ -198,9 +203,12 @@ def run(strategy, chief, workdir, export_dir):
             raise
         cause = next((line.strip() for line in error.message.splitlines() if any(
             word in line for word in ("aborted", "Deadline", "timed out", "Socket"))), "lost peer")
+        # A failed eager all-reduce leaves TF's ThreadPool open (cross_device_ops never closes
+        # it when pool.map raises): a normal exit then prints the pool's __del__ traceback at
+        # shutdown, or waits on the broken collective runtime. Every file is closed by now.
         fail(f"--strategy=multi_worker: a collective failed ({cause}): "
              "a worker was lost or timed out; rerun every worker to resume from the last "
-             "checkpoint", status=1)
+             "checkpoint", status=1, hard=True)
     except training.Preempted as error:
         fail(f"stopped by SIGTERM; saved the checkpoint of epoch {error.epoch}"
              + (f", step {error.step}" if error.step else "") + f" in "
