@@ -101,6 +101,8 @@ def draw_samples(model, num_samples, x_train, temperature=1.0, num_steps=1000, s
             return None
         start = np.random.default_rng(seed).uniform(low, high, (num_samples, dim))
         seeded = {"seed": seed} if _accepts(model.sample, "seed") else {}
+        if _accepts(model.sample, "bounds"):
+            seeded["bounds"] = (low, high)
         return np.asarray(model.sample(start, num_steps=num_steps, **seeded))
     if hasattr(model, "sample"):
         return np.asarray(model.sample(num_samples, temperature=temperature, seed=seed))

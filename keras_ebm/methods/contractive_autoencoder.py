@@ -109,7 +109,7 @@ class ContractiveAutoencoder(EnergyMethod):
         loss = reconstruction_error + self.contraction * penalty
         return loss, {"reconstruction": reconstruction_error, "contraction_penalty": penalty}
 
-    def sample(self, start, num_steps=100, noise_level=0.05, seed=None):
+    def sample(self, start, num_steps=100, noise_level=0.05, seed=None, bounds=None):
         """Runs the chain x <- G(x + noise_level * n), `num_steps` times, from `start`.
 
         G pulls every point onto the data (it is contractive off it); the
@@ -123,13 +123,15 @@ class ContractiveAutoencoder(EnergyMethod):
                 Defaults to 0.05.
             seed: int or None; an int makes the chain's noise reproducible.
                 Defaults to None (TF's global generator).
+            bounds: (low, high) or None: clips every step into the box.
+                Defaults to None.
 
         Returns:
             A float32 array shaped like `start`.
         """
         return run_chain(lambda x, step_seed: self.autoencoder(
             x + noise_level * random_normal(tf.shape(x), step_seed, x.dtype), training=False),
-            start, num_steps, seed)
+            start, num_steps, seed, bounds)
 
     def get_config(self):
         config = super().get_config()

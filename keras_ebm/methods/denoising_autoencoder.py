@@ -83,15 +83,22 @@ def corrupt(x, noise, noise_level, seed=None):
     raise ValueError(f"noise must be 'gaussian', 'bitflip' or 'masking', got {noise!r}")
 
 
-def run_chain(step, start, num_steps, seed=None):
+def run_chain(step, start, num_steps, seed=None, bounds=None):
     """x <- step(x, step_seed) `num_steps` times from `start`; returns a NumPy array.
 
     `step_seed` is a stateless seed derived from `seed` and the step number,
     or None when `seed` is None (TF's global generator). The step is one
-    `tf.function`, traced once.
+    `tf.function`, traced once. `bounds` (low, high), when given, clips every
+    step's output into the box: an autoencoder extrapolates badly far from its
+    data, and iterated there a chain can run off to infinity.
     """
     x = tf.convert_to_tensor(start, tf.float32)
-    compiled = tf.function(step)
+
+    def clipped_step(x, step_seed):
+        x = step(x, step_seed)
+        return x if bounds is None else tf.clip_by_value(x, *(float(b) for b in bounds))
+
+    compiled = tf.function(clipped_step)
     base = None if seed is None else tf.constant([int(seed), 0], tf.int64)
     for i in range(int(num_steps)):
         x = compiled(x, fold_seed(base, i))
@@ -155,7 +162,7 @@ class DenoisingAutoencoder(EnergyMethod):
         return loss, {"energy_data": tf.stop_gradient(self.energy(x_data)),
                       "energy_corrupted": tf.stop_gradient(self.energy(x_corrupted))}
 
-    def sample(self, start, num_steps=100, seed=None):
+    def sample(self, start, num_steps=100, seed=None, bounds=None):
         """Runs the DAE's own Markov chain from `start`: x <- r(corrupt(x)), `num_steps` times.
 
         Bengio, Yao, Alain & Vincent ("Generalized denoising auto-encoders as
@@ -169,13 +176,15 @@ class DenoisingAutoencoder(EnergyMethod):
             num_steps: int >= 0. Defaults to 100.
             seed: int or None; an int makes the chain's noise reproducible.
                 Defaults to None (TF's global generator).
+            bounds: (low, high) or None: clips every step into the box (the
+                evaluation passes the data's box). Defaults to None.
 
         Returns:
             A float32 array shaped like `start`.
         """
         return run_chain(lambda x, step_seed: self.autoencoder(
             corrupt(x, self.noise, self.noise_level, step_seed), training=False),
-            start, num_steps, seed)
+            start, num_steps, seed, bounds)
 
     def get_config(self):
         config = super().get_config()

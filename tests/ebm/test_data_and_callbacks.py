@@ -249,3 +249,16 @@ def test_epoch_tensorboard_writes_the_epoch_scalars_without_per_batch_calls(tmp_
     assert sum(name.startswith("batch_") for name in keras_calls) == 12  # 4 batches x 3 epochs
     assert not any(name.startswith("batch_") for name in calls)
     assert tags == keras_tags and tags["epoch_loss"] == 3 and tags["epoch_learning_rate"] == 3
+
+
+def test_dae_chain_stays_in_its_bounds():
+    # r(x) = 3x runs off to infinity from anywhere but 0 (3^200 overflows float32); with
+    # bounds the chain sits on the box's faces, the fixed points of clip(3x).
+    triple = keras.layers.Dense(2, use_bias=False, kernel_initializer=keras.initializers.Constant(
+        3.0 * np.eye(2)))
+    model = DenoisingAutoencoder(keras.Sequential([keras.Input((2,)), triple]),
+                                 noise="gaussian", noise_level=0.01)
+    start = np.random.default_rng(0).uniform(-1, 1, (100, 2)).astype("float32")
+    assert not np.isfinite(model.sample(start, num_steps=200, seed=0)).all()
+    samples = model.sample(start, num_steps=200, seed=0, bounds=(-4, 4))
+    np.testing.assert_array_equal(np.abs(samples), 4.0)
