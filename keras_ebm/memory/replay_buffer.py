@@ -10,9 +10,12 @@ from keras_ebm.seeding import random_uniform
 
 
 def _shuffle(values, seed):
-    if seed is None:
-        return tf.random.shuffle(values)
-    return tf.random.experimental.stateless_shuffle(values, fold_seed(seed, 0))
+    """A random permutation of `values` (1-D): sorted by uniform keys, which XLA compiles
+    (it has no kernel for TF's shuffle ops, so `jit_compile=True` needs this form)."""
+    shape = tf.shape(values)[:1]
+    keys = (tf.random.uniform(shape) if seed is None
+            else tf.random.stateless_uniform(shape, fold_seed(seed, 0)))
+    return tf.gather(values, tf.argsort(keys))
 
 
 @keras.saving.register_keras_serializable(package="keras_ebm")

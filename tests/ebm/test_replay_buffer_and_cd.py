@@ -193,3 +193,20 @@ def test_noise_draws_are_weighted_by_the_noise_density_and_non_finite_ones_dropp
     poisoned = tf.tensor_scatter_nd_update(x_init, [[0]], [[float("nan"), 0.0]])
     _, log_weights = model.reweighted(poisoned, indices, restarted, [0, 2])
     assert log_weights.numpy()[0] == -80.0 and np.isfinite(log_weights.numpy()).all()
+
+
+def test_buffer_draws_distinct_chains_under_xla():
+    # TF's shuffle ops have no XLA kernel: a PCD update with chains_per_step compiled with
+    # jit_compile=True failed before. Each draw is n distinct chains, the same per seed.
+    buffer = ReplayBuffer(50, (2,), reinit_fraction=0.0)
+    draw = tf.function(lambda seed: buffer.sample_with_restarts(20, seed=seed)[1],
+                       jit_compile=True)
+    first, again, other = (draw(tf.constant(s, tf.int64)).numpy()
+                           for s in ([0, 1], [0, 1], [0, 2]))
+    assert len(set(first.tolist())) == 20 and set(first.tolist()) <= set(range(50))
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+    counts = np.zeros(50)
+    for s in range(200):  # each chain is drawn with probability 20/50
+        counts[draw(tf.constant([1, s], tf.int64)).numpy()] += 1
+    assert abs(counts.mean() / 200 - 0.4) < 1e-9 and counts.min() > 50 and counts.max() < 110
