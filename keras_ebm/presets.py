@@ -115,7 +115,7 @@ TOY_PRESETS = {
     # chains reweighted as the energy changes and never restarted (with 5% restarts and
     # plain Langevin, the rings' inner ring got 22% of the mass instead of 50%:
     # docs/methods/contrastive_divergence.md). Under XLA (jit_compile) an update took 25
-    # instead of 36 ms on 2026-12-01's machine: 94 instead of 142 s on the rings.
+    # instead of 36 ms on 2026-12-01's machine: 86 instead of 142 s on the rings.
     "pcd": {"sampler": "langevin", "mcmc_steps": 30, "step_size": 0.02, "num_chains": 1000,
             "chains_per_step": 256, "reinit_fraction": 0.0, "mala": True,
             "reweight_chains": True, "energy_l2": 0.02, "weight_decay": 0.0, "epochs": 80,
@@ -199,7 +199,7 @@ STATE_SETTINGS = ("method", "input_shape", "backbone", "projection_dim",
                   "num_atoms", "rbf_centers", "cae_units", "spectral_normalization", "persistent",
                   "reweight_chains", "score_noise_levels",
                   "num_chains", "optimizer", "batch_size", "seed")
-RUN_LENGTH = ("epochs", "jit_compile")  # neither shapes state nor changes the updates
+RUN_LENGTH = ("epochs", "jit_compile")  # neither shapes state (XLA changes random streams)
 
 
 class SettingError(ValueError):

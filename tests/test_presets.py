@@ -175,7 +175,7 @@ def test_ignored_settings_are_the_other_methods_own():
 
 def test_auto_xla_keeps_the_presets_xla():
     # tools/train.py passes jit_compile="auto" unless --jit_compile is given: the toys' PCD
-    # preset turns XLA on (its run fell from 142 to 94 s), which "auto" must not undo.
+    # preset turns XLA on (its rings run fell from 142 to 86 s), which "auto" must not undo.
     assert presets.resolve("pcd", {"jit_compile": "auto"}, "toy")["jit_compile"] is True
     assert presets.resolve("pcd", {"jit_compile": False}, "toy")["jit_compile"] is False
     assert presets.resolve("pcd", {"jit_compile": "auto"}, "binary")["jit_compile"] == "auto"

@@ -44,8 +44,9 @@ def fail(message, status=2, hard=False):
     """Prints one line and exits; `hard` skips the interpreter's shutdown (see below)."""
     print(f"train.py: {'error: ' if status == 2 else ''}{message}", file=sys.stderr)
     if hard:
-        sys.stdout.flush()
-        sys.stderr.flush()
+        with contextlib.suppress(OSError):
+            sys.stdout.flush()
+            sys.stderr.flush()
         os._exit(status)
     sys.exit(status)
 
@@ -87,7 +88,7 @@ def validate_flags():
               file=sys.stderr)
 
 
-def use_xla():  # --jit_compile=auto: XLA on GPUs and TPUs only
+def use_xla():  # an explicit --jit_compile, or auto for SSL methods: XLA on GPUs and TPUs
     from keras_ebm.distribute import default_jit_compile
 
     return default_jit_compile(FLAGS.jit_compile, FLAGS.strategy)
@@ -205,7 +206,8 @@ def run(strategy, chief, workdir, export_dir):
             word in line for word in ("aborted", "Deadline", "timed out", "Socket"))), "lost peer")
         # A failed eager all-reduce leaves TF's ThreadPool open (cross_device_ops never closes
         # it when pool.map raises): a normal exit then prints the pool's __del__ traceback at
-        # shutdown, or waits on the broken collective runtime. Every file is closed by now.
+        # shutdown, or waits on the broken collective runtime. The checkpoints are closed
+        # files by now; TensorBoard's last buffered events may be lost.
         fail(f"--strategy=multi_worker: a collective failed ({cause}): "
              "a worker was lost or timed out; rerun every worker to resume from the last "
              "checkpoint", status=1, hard=True)

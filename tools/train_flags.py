@@ -37,7 +37,8 @@ flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker",
                   "tf.distribute strategy; multi_worker reads TF_CONFIG.")
 flags.DEFINE_bool("sync_batch_norm", False, "Synchronise batch-norm statistics across replicas.")
 flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"],
-                  "XLA: auto uses it on GPUs and TPUs only (1.8x slower on CPUs).")
+                  "XLA: auto uses it on GPUs and TPUs (1.8x slower on CPUs for the SSL "
+                  "backbones), and where an EBM preset asks for it (the toys' PCD, RBM blocks).")
 flags.DEFINE_enum("mixed_precision", "none", ["none", "bfloat16", "float16"],
                   "Mixed precision; losses and energies stay in float32.")
 flags.DEFINE_string("workdir", os.path.join(REPO, "runs", "default"), "Logs, checkpoints, model.")

@@ -11,10 +11,8 @@ from keras_ebm.seeding import random_uniform
 
 def _shuffle(values, seed):
     """A random permutation of `values` (1-D): sorted by uniform keys, which XLA compiles
-    (it has no kernel for TF's shuffle ops, so `jit_compile=True` needs this form)."""
-    shape = tf.shape(values)[:1]
-    keys = (tf.random.uniform(shape) if seed is None
-            else tf.random.stateless_uniform(shape, fold_seed(seed, 0)))
+    (it has no kernel for StatelessShuffle, so `jit_compile=True` needs this form)."""
+    keys = random_uniform(tf.shape(values)[:1], None if seed is None else fold_seed(seed, 0))
     return tf.gather(values, tf.argsort(keys))
 
 

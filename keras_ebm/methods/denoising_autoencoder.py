@@ -96,7 +96,9 @@ def run_chain(step, start, num_steps, seed=None, bounds=None):
 
     def clipped_step(x, step_seed):
         x = step(x, step_seed)
-        return x if bounds is None else tf.clip_by_value(x, *(float(b) for b in bounds))
+        if bounds is None:
+            return x
+        return tf.clip_by_value(x, tf.cast(bounds[0], x.dtype), tf.cast(bounds[1], x.dtype))
 
     compiled = tf.function(clipped_step)
     base = None if seed is None else tf.constant([int(seed), 0], tf.int64)
