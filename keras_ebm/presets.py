@@ -106,6 +106,8 @@ PRESETS = {
                                 "contraction_noise": 0.0, "cae_units": 64,
                                 "cae_sharpness": 10.0},
 }
+TOY_SCORE_LEVELS = {"score_noise_levels": 10, "score_sigma_max": 2.0, "score_sigma": 0.05,
+                    "epochs": 400}
 # What differs on 2-D toy points (data_kind "toy"): the issue's "a 2-D preset per method".
 TOY_PRESETS = {
     # The quadrature grid's 4096 points cost more than a batch: batches of 512 halve the
@@ -133,13 +135,11 @@ TOY_PRESETS = {
     # to 0.05 (half the rings' width), sampled level by level (NoiseAnnealedLangevin). One
     # energy left the masses of separated modes free: samples 3-22x the MMD floor
     # (docs/methods/score_matching.md).
-    **{name: {"score_noise_levels": 10, "score_sigma_max": 2.0, "score_sigma": 0.05,
-              "epochs": 400} for name in SCORE_MATCHING_METHODS},
+    **{name: TOY_SCORE_LEVELS for name in SCORE_MATCHING_METHODS},
     # Denoising at 0.05 left the rings' masses to chance: +0.16, +0.03 and +1.04 nats over the
     # Gaussian for seeds 0-2 on 2026-12-01; with the smallest level at 0.1, +1.31, +0.98 and
     # +1.26 (docs/methods/score_matching.md).
-    "denoising_score_matching": {"score_noise_levels": 10, "score_sigma_max": 2.0,
-                                 "score_sigma": 0.1, "epochs": 400},
+    "denoising_score_matching": {**TOY_SCORE_LEVELS, "score_sigma": 0.1},
 }
 SAMPLING = {  # cd and pcd
     "sampler": None, "mcmc_steps": 1, "step_size": 0.01, "noise_scale": None, "mala": False,
