@@ -116,10 +116,14 @@ TOY_PRESETS = {
     # configs/pcd_rings.flags: 30 MALA steps of 0.02 on 256 of 1000 persistent chains, the
     # chains reweighted as the energy changes and never restarted (with 5% restarts and
     # plain Langevin, the rings' inner ring got 22% of the mass instead of 50%:
-    # docs/methods/contrastive_divergence.md). Under XLA (jit_compile) an update took 25
-    # instead of 36 ms on 2026-12-01's machine: 86 instead of 142 s on the rings.
+    # docs/methods/contrastive_divergence.md). Under XLA (jit_compile, ThreeFry draws) an
+    # update takes 18-19 ms on 2026-12-01's machine, 36 ms without. 30% of the steps jump
+    # to a uniform point of the box (jump_probability): without the jumps the chains
+    # cannot leave a mode, and the modes' masses were left to chance (8 Gaussians: samples
+    # 122x the MMD floor, one mode nearly empty; with them 5.2x, all eight filled).
     "pcd": {"sampler": "langevin", "mcmc_steps": 30, "step_size": 0.02, "num_chains": 1000,
             "chains_per_step": 256, "reinit_fraction": 0.0, "mala": True,
+            "jump_probability": 0.3,
             "reweight_chains": True, "energy_l2": 0.02, "weight_decay": 0.0, "epochs": 80,
             "learning_rate": 5e-3, "jit_compile": True},
     # At 1e-3 the rings' energy is still one blob after 100 epochs (+0.10 nats over the
@@ -145,6 +149,7 @@ SAMPLING = {  # cd and pcd
     "sampler": None, "mcmc_steps": 1, "step_size": 0.01, "noise_scale": None, "mala": False,
     "langevin_grad_clip": None, "proposal_scale": 0.1, "num_chains": 200,
     "chains_per_step": None, "reinit_fraction": 0.0, "energy_l2": 0.0, "reweight_chains": False,
+    "jump_probability": 0.0,
 }
 
 
@@ -162,7 +167,8 @@ RANGES = [(name, 0, None, False, False) for name in (
     ("learning_rate", 0, None, True, False), ("temperature", 0, None, True, False),
     ("step_size", 0, None, True, False),
     ("margin", 0, None, True, False), ("momentum", 0, 1, False, True),
-    ("bank_momentum", 0, 1, False, True), ("loss_weight", 0, 1, False, False),
+    ("bank_momentum", 0, 1, False, True),
+    ("jump_probability", 0, 1, False, True), ("loss_weight", 0, 1, False, False),
     ("crop_scale_min", 0, 1, True, False), ("blur_probability", 0, 1, False, False),
     ("grayscale_probability", 0, 1, False, False), ("rollback_lr_factor", 0, 1, True, True),
     ("tau_base", 0, 1, False, False), ("barlow_lambda", 0, None, False, False),
@@ -528,10 +534,15 @@ def build_sampler(config, kind):
     if kind == "binary":
         raise SettingError("sampler=langevin needs continuous data")
     low, high = data_bounds(kind)
+    if config["jump_probability"] > 0 and not config["mala"]:
+        raise SettingError(f"jump_probability={config['jump_probability']} needs mala (the "
+                           "jumps pass its Metropolis test): pass --mala, or "
+                           "--jump_probability=0")
     return samplers.Langevin(
         num_steps=config["mcmc_steps"], step_size=config["step_size"],
         noise_scale=config["noise_scale"], grad_clip=config["langevin_grad_clip"],
-        clip_value_min=low, clip_value_max=high, metropolis=config["mala"])
+        clip_value_min=low, clip_value_max=high, metropolis=config["mala"],
+        jump_probability=config["jump_probability"])
 
 
 def build_energy(config, kind, x_train):

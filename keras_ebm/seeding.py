@@ -23,8 +23,9 @@ def threefry_under_xla():
     XLA's default stateless generator (Philox) is slow on CPU (62 draws of
     200x64 uniforms: ~27 ms, ThreeFry ~3 ms). The draws keep their
     distribution and stay a function of the seed, but differ in their bits
-    from the same seed's draws outside XLA. Used by `Method` for the blocks
-    of minibatches it compiles with XLA on CPU (see `Method.make_train_function`).
+    from the same seed's draws outside XLA. Used by `Method` for every block
+    of minibatches it compiles with XLA: under jit_compile="auto" on CPU, and
+    under an explicit jit_compile=True (see `Method.make_train_function`).
     """
     previous = getattr(_state, "threefry", False)
     _state.threefry = True

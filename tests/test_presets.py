@@ -180,3 +180,14 @@ def test_auto_xla_keeps_the_presets_xla():
     assert presets.resolve("pcd", {"jit_compile": False}, "toy")["jit_compile"] is False
     assert presets.resolve("pcd", {"jit_compile": "auto"}, "binary")["jit_compile"] == "auto"
     assert presets.resolve("nce", {"jit_compile": "auto"}, "toy")["jit_compile"] == "auto"
+
+
+def test_jumps_are_range_checked_and_need_mala():
+    with pytest.raises(presets.SettingError, match="jump_probability=1.0 must be >= 0 and < 1"):
+        presets.check_settings({"jump_probability": 1.0})
+    config = presets.resolve("pcd", {"jump_probability": 0.2, "mala": False}, "toy")
+    with pytest.raises(presets.SettingError, match="jump_probability=0.2 needs mala"):
+        presets.build_sampler(config, "toy")
+    sampler = presets.build_sampler(presets.resolve("pcd", {}, "toy"), "toy")
+    assert sampler.jump_probability == 0.3 and sampler.metropolis
+    assert (sampler.clip_value_min, sampler.clip_value_max) == presets.TOY_BOUNDS

@@ -30,6 +30,10 @@ flags.DEFINE_float("noise_scale", None, "EBM: Langevin noise std (default sqrt(2
 flags.DEFINE_bool("mala", None, "EBM: Metropolis-adjusted Langevin.")
 flags.DEFINE_float("langevin_grad_clip", None,
                    "EBM: clip each energy-gradient element in Langevin.")
+flags.DEFINE_float("jump_probability", None,
+                   "EBM: MALA: the probability that a chain's step proposes a uniform point of "
+                   "the data's box instead (an independence Metropolis move between modes; "
+                   "Langevin only, the other samplers ignore it).")
 flags.DEFINE_float("proposal_scale", None, "EBM: std of the Gaussian Metropolis proposal.")
 flags.DEFINE_bool("persistent", None,
                   "EBM: persistent chains (default: True for pcd, False for cd).")

@@ -21,5 +21,6 @@ from keras_ebm.evaluation.linear_probe import linear_probe
 from keras_ebm.evaluation.log_partition import rbm_log_likelihood
 from keras_ebm.evaluation.log_partition import rbm_log_partition
 from keras_ebm.evaluation.mmd import mmd
+from keras_ebm.evaluation.mmd import mmd_floor
 from keras_ebm.evaluation.plots import plot_digit_grid
 from keras_ebm.evaluation.plots import plot_energy_surface

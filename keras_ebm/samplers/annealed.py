@@ -97,7 +97,8 @@ class AnnealedLangevin(Langevin):
         step_size: float, eps at the last level (T). Defaults to 0.01.
         noise_scale: float or None, the noise std at the last level;
             None: sqrt(2 * step_size).
-        grad_clip, clip_value_min, clip_value_max, metropolis: see `Langevin`.
+        grad_clip, clip_value_min, clip_value_max, metropolis, jump_probability:
+            see `Langevin`.
         scale_step: bool, scale the step with T_l / T. Defaults to True.
         resample: bool, reweight and resample the chains between levels.
             Defaults to False.
@@ -116,7 +117,8 @@ class AnnealedLangevin(Langevin):
 
     def __init__(self, temperature=1.0, num_levels=10, steps_per_level=100, start_factor=100.0,
                  step_size=0.01, noise_scale=None, grad_clip=None, clip_value_min=None,
-                 clip_value_max=None, metropolis=False, scale_step=True, resample=False):
+                 clip_value_max=None, metropolis=False, scale_step=True, resample=False,
+                 jump_probability=0.0):
         if not temperature > 0 or not math.isfinite(temperature):
             raise ValueError(f"AnnealedLangevin: temperature={temperature} must be > 0")
         if not start_factor >= 1:
@@ -126,7 +128,7 @@ class AnnealedLangevin(Langevin):
         super().__init__(num_steps=int(num_levels) * int(steps_per_level), step_size=step_size,
                          noise_scale=noise_scale, grad_clip=grad_clip,
                          clip_value_min=clip_value_min, clip_value_max=clip_value_max,
-                         metropolis=metropolis)
+                         metropolis=metropolis, jump_probability=jump_probability)
         self.temperature = float(temperature)
         self.num_levels = int(num_levels)
         self.steps_per_level = int(steps_per_level)
@@ -235,7 +237,7 @@ class NoiseAnnealedLangevin(Langevin):
 
     def get_config(self):
         config = super().get_config()
-        for key in ("num_steps", "step_size", "noise_scale"):
+        for key in ("num_steps", "step_size", "noise_scale", "jump_probability"):
             config.pop(key)
         config.update({"sigmas": list(self.sigmas), "steps_per_level": self.steps_per_level,
                        "step_factor": self.step_factor, "temperature": self.temperature})

@@ -10,6 +10,7 @@ from keras_ebm.samplers.sampler import energy_and_gradient
 from keras_ebm.samplers.sampler import metropolis_accept
 from keras_ebm.seeding import fold_seed
 from keras_ebm.seeding import random_normal
+from keras_ebm.seeding import random_uniform
 
 
 @keras.saving.register_keras_serializable(package="keras_ebm")
@@ -38,6 +39,19 @@ class Langevin(Sampler):
         clip_value_min: float or None, lower clamp of the samples (data range).
         clip_value_max: float or None, upper clamp of the samples.
         metropolis: bool, apply the MALA accept/reject test. Defaults to False.
+        jump_probability: float in [0, 1), MALA only: at each step, each chain
+            proposes, with this probability, a point drawn uniformly from the
+            box [clip_value_min, clip_value_max] instead of its Langevin move,
+            accepted with probability min(1, exp(E(x) - E(x'))) (an
+            independence Metropolis move: the uniform proposal's densities
+            cancel). Both moves leave exp(-E) stationary, so their mixture
+            does too; the jumps let chains cross the high-energy barriers
+            between separated modes, which gradient moves never do. It costs
+            nothing extra: the jump's E(x') is the energy that the MALA test
+            computes anyway. Needs `metropolis=True` and both clip values, and
+            chains that start inside the box. The acceptance that
+            `sample_with_info` reports averages both kinds of move.
+            Defaults to 0.0.
 
     Example:
 
@@ -60,8 +74,20 @@ class Langevin(Sampler):
         clip_value_min=None,
         clip_value_max=None,
         metropolis=False,
+        jump_probability=0.0,
     ):
         super().__init__(num_steps=num_steps)
+        jump_probability = float(jump_probability)
+        if not 0.0 <= jump_probability < 1.0:
+            raise ValueError(f"{type(self).__name__}: jump_probability={jump_probability} "
+                             "must be in [0, 1)")
+        if jump_probability > 0 and not (
+                metropolis and clip_value_min is not None and clip_value_max is not None
+                and -math.inf < float(clip_value_min) < float(clip_value_max) < math.inf):
+            raise ValueError(f"{type(self).__name__}: jump_probability > 0 needs "
+                             "metropolis=True and finite clip_value_min < clip_value_max "
+                             "(the box the jumps are drawn from)")
+        self.jump_probability = jump_probability
         if not 0 < float(step_size) < float("inf"):
             raise ValueError(f"{type(self).__name__}: step_size={step_size} must be finite "
                              "and > 0")
@@ -104,11 +130,20 @@ class Langevin(Sampler):
         x_proposed = self._clamp(x_proposed)
         if not self.metropolis:
             return x_proposed, tf.ones(tf.shape(x)[:1], x.dtype)
+        if self.jump_probability > 0:
+            jumps = random_uniform(tf.shape(x)[:1], fold_seed(seed, 2),
+                                   dtype=x.dtype) < self.jump_probability
+            box = random_uniform(tf.shape(x), fold_seed(seed, 3), x.dtype,
+                                 self.clip_value_min, self.clip_value_max)
+            x_proposed = tf.where(tf.reshape(jumps, [-1] + [1] * (len(x.shape) - 1)), box,
+                                  x_proposed)
         energies_proposed, mean_reverse = self._drift(energy, x_proposed, step_size)
         axes = list(range(1, len(x.shape)))
         log_q_forward = -tf.reduce_sum(tf.square(x_proposed - mean), axis=axes) / (2 * sigma**2)
         log_q_reverse = -tf.reduce_sum(tf.square(x - mean_reverse), axis=axes) / (2 * sigma**2)
         log_ratio = energies - energies_proposed + log_q_reverse - log_q_forward
+        if self.jump_probability > 0:  # the uniform proposal's densities cancel
+            log_ratio = tf.where(jumps, energies - energies_proposed, log_ratio)
         return metropolis_accept(x, x_proposed, log_ratio, fold_seed(seed, 1))
 
     def get_config(self):
@@ -121,6 +156,7 @@ class Langevin(Sampler):
                 "clip_value_min": self.clip_value_min,
                 "clip_value_max": self.clip_value_max,
                 "metropolis": self.metropolis,
+                "jump_probability": self.jump_probability,
             }
         )
         return config

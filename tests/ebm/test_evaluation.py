@@ -113,3 +113,27 @@ def test_biased_mmd_matches_a_transcription_and_is_a_floor_for_equal_distributio
             for _ in range(3)]
     shifted = mmd(rng.normal(size=(500, 2)) + 0.5, rng.normal(size=(500, 2)), unbiased=False)
     assert min(same) > 0 and shifted > 5 * max(same)
+
+
+def test_mmd_floor_is_the_expected_mmd_of_two_independent_draws():
+    from keras_ebm.evaluation.mmd import mmd_floor
+
+    # For a, b ~ N(0, sigma^2 I) in d dimensions, E exp(-|a - b|^2 / (2 s^2)) is
+    # (s^2 / (s^2 + 2 sigma^2))^(d / 2), and E MMD_b^2 of two draws of n is
+    # 2 / n (number of kernels - sum over s of it).
+    rng = np.random.default_rng(0)
+    sigma, widths, n = 0.7, [0.5, 1.0, 2.0], 200
+    closed = 2.0 / n * (3 - sum(s**2 / (s**2 + 2 * sigma**2) for s in widths))
+    x = sigma * rng.normal(size=(3000, 2))
+    assert mmd_floor(x, n, widths, chunk=700) == pytest.approx(closed, rel=0.02)
+    pairs = [mmd(sigma * rng.normal(size=(n, 2)), sigma * rng.normal(size=(n, 2)), widths,
+                 unbiased=False) for _ in range(200)]
+    assert np.mean(pairs) == pytest.approx(closed, rel=0.05)
+    # A chunked sum and a small one agree with the full pair matrix.
+    y = x[:50]
+    d = np.sum((y[:, None] - y[None]) ** 2, -1)
+    k = sum(np.exp(-d / (2 * s**2)) for s in widths)
+    full = 2.0 / 7 * (3 - (k.sum() - np.trace(k)) / (50 * 49))
+    assert mmd_floor(y, 7, widths, chunk=13) == pytest.approx(full, rel=1e-10)
+    with pytest.raises(ValueError, match="at least 2 points"):
+        mmd_floor(x[:1], 7)

@@ -4,6 +4,7 @@ import pytest
 import tensorflow as tf
 
 from keras_ebm.energies import RBM
+from keras_ebm.samplers import AnnealedLangevin
 from keras_ebm.samplers import Gibbs
 from keras_ebm.samplers import Langevin
 from keras_ebm.samplers import MetropolisHastings
@@ -100,6 +101,74 @@ def test_mala_is_exact_with_a_large_step():
     assert abs(ula.std() - 0.5) > abs(mala.std() - 0.5)
 
 
+def two_modes(x):
+    """-log of 0.8 N((1.5, 0), 0.2^2 I) + 0.2 N((-1.5, 0), 0.2^2 I), up to a constant."""
+    right = -tf.reduce_sum(tf.square(x - [1.5, 0.0]), -1) / (2 * 0.2**2) + np.log(0.8)
+    left = -tf.reduce_sum(tf.square(x - [-1.5, 0.0]), -1) / (2 * 0.2**2) + np.log(0.2)
+    return -tf.reduce_logsumexp(tf.stack([right, left]), 0)
+
+
+@pytest.mark.parametrize("start", [1.5, -1.5])
+def test_jumps_give_separated_modes_their_masses(start):
+    """Every chain starts in one mode; MALA alone never crosses the barrier (E ~ 28 at
+    x = 0), the jumps bring the population to the modes' masses 0.8 / 0.2."""
+    x0 = tf.constant(np.tile([[start, 0.0]], [2000, 1]), tf.float32)
+    box = dict(metropolis=True, clip_value_min=-3.0, clip_value_max=3.0, step_size=0.01)
+    stuck = Langevin(num_steps=300, **box)(two_modes, x0, seed=[0, 1]).numpy()
+    assert np.mean(stuck[:, 0] > 0) == float(start > 0)
+    mixed = Langevin(num_steps=300, jump_probability=0.5, **box)(two_modes, x0,
+                                                                seed=[0, 1]).numpy()
+    right = np.mean(mixed[:, 0] > 0)
+    # Five binomial standard deviations of 2000 independent draws: 0.045.
+    assert abs(right - 0.8) < 0.045, right
+    # Within a mode the jumps keep the local shape: std 0.2 per coordinate.
+    np.testing.assert_allclose(mixed[mixed[:, 0] > 0].std(0), [0.2, 0.2], atol=0.02)
+
+
+def test_a_jump_is_accepted_with_the_independence_metropolis_probability():
+    # The jumping chains' proposals are the box's uniform draws (seed's sub-draws 2 and 3);
+    # their acceptance is min(1, exp(E(x) - E(x'))), without MALA's proposal densities.
+    from keras_ebm.seeding import fold_seed
+    from keras_ebm.seeding import random_uniform
+
+    def energy(x):
+        return 3.0 * tf.reduce_sum(tf.square(x - 0.5), -1)
+
+    sampler = Langevin(metropolis=True, clip_value_min=-2.0, clip_value_max=2.0, step_size=0.05,
+                       jump_probability=0.6)
+    x = tf.constant(np.random.default_rng(0).uniform(-2, 2, (400, 2)), tf.float32)
+    seed = tf.constant([3, 4], tf.int64)
+    x_next, acceptance = sampler.transition(energy, x, 0.05, np.sqrt(0.1), seed)
+    jumps = (random_uniform([400], fold_seed(seed, 2)) < 0.6).numpy()
+    box = random_uniform([400, 2], fold_seed(seed, 3), tf.float32, -2.0, 2.0)
+    expected = np.minimum(1.0, np.exp(energy(x) - energy(box)))
+    assert 150 < jumps.sum() < 330
+    np.testing.assert_allclose(acceptance.numpy()[jumps], expected[jumps], rtol=1e-5)
+    moved = np.any(x_next.numpy() != x.numpy(), axis=1)
+    np.testing.assert_array_equal(x_next.numpy()[jumps & moved], box.numpy()[jumps & moved])
+    # MALA's own moves: a Gaussian step from x, not a box draw.
+    assert not np.allclose(acceptance.numpy()[~jumps], np.minimum(
+        1.0, np.exp(energy(x) - energy(box)))[~jumps])
+    restored = Langevin.from_config({k: v for k, v in sampler.get_config().items()
+                                     if k != "jump_probability"})
+    assert restored.jump_probability == 0.0  # a config saved before the setting existed
+
+
+def test_jumps_need_a_box_and_the_metropolis_test():
+    with pytest.raises(ValueError, match="jump_probability"):
+        Langevin(jump_probability=0.1, clip_value_min=-1.0, clip_value_max=1.0)
+    with pytest.raises(ValueError, match="jump_probability"):
+        Langevin(jump_probability=0.1, metropolis=True, clip_value_min=-1.0)
+    with pytest.raises(ValueError, match="jump_probability"):
+        Langevin(jump_probability=1.0, metropolis=True, clip_value_min=-1.0,
+                 clip_value_max=1.0)
+    with pytest.raises(ValueError, match="finite clip_value_min < clip_value_max"):
+        Langevin(jump_probability=0.1, metropolis=True, clip_value_min=-float("inf"),
+                 clip_value_max=1.0)
+    with pytest.raises(ValueError, match="finite clip_value_min < clip_value_max"):
+        Langevin(jump_probability=0.1, metropolis=True, clip_value_min=1.0, clip_value_max=1.0)
+
+
 def test_langevin_clamps_and_clips():
     sampler = Langevin(num_steps=5, step_size=1.0, noise_scale=0.0, grad_clip=0.1,
                        clip_value_min=-0.25, clip_value_max=0.25)
@@ -129,6 +198,10 @@ def test_eager_sampling_traces_the_loop_once():
 @pytest.mark.parametrize(
     "sampler",
     [Gibbs(num_steps=3), Langevin(num_steps=7, step_size=0.1, grad_clip=0.01, metropolis=True),
+     Langevin(num_steps=4, metropolis=True, clip_value_min=-2.0, clip_value_max=3.0,
+              jump_probability=0.25),
+     AnnealedLangevin(num_levels=3, steps_per_level=2, metropolis=True, clip_value_min=-1.0,
+                      clip_value_max=1.0, jump_probability=0.1),
      MetropolisHastings(num_steps=2, proposal="gaussian", proposal_scale=0.3)],
 )
 def test_sampler_serialisation_round_trip(sampler):
