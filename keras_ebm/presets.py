@@ -120,7 +120,7 @@ TOY_PRESETS = {
     # update takes 18-19 ms on 2026-12-01's machine, 36 ms without. 30% of the steps jump
     # to a uniform point of the box (jump_probability): without the jumps the chains
     # cannot leave a mode, and the modes' masses were left to chance (8 Gaussians: samples
-    # 122x the MMD floor, one mode nearly empty; with them 5.2x, all eight filled).
+    # 122x the MMD floor, one mode nearly empty; with them 3.2x, all eight filled).
     "pcd": {"sampler": "langevin", "mcmc_steps": 30, "step_size": 0.02, "num_chains": 1000,
             "chains_per_step": 256, "reinit_fraction": 0.0, "mala": True,
             "jump_probability": 0.3,

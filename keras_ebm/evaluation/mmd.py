@@ -3,13 +3,26 @@
 import numpy as np
 
 
+def _squared_distances(a, b):
+    """||a_i - b_j||^2 [len(a), len(b)] for float64 rows."""
+    return np.maximum(np.sum(a**2, axis=1)[:, None] + np.sum(b**2, axis=1)[None, :]
+                      - 2 * a @ b.T, 0.0)
+
+
+def _kernel(distances, bandwidths):
+    """sum_s exp(-d^2 / (2 s^2)) of squared distances."""
+    return sum(np.exp(-distances / (2.0 * s**2)) for s in bandwidths)
+
+
+def _median_widths(distances):
+    median = float(np.sqrt(np.median(distances[np.triu_indices(len(distances), 1)])))
+    return [0.5 * median, median, 2 * median]
+
+
 def median_bandwidths(x):
     """Kernel widths (0.5, 1, 2) x the median pairwise distance of ``x`` (the default of `mmd`)."""
     x = np.asarray(x, "float64").reshape(len(x), -1)
-    squared = np.sum(x**2, axis=1)
-    distances = np.maximum(squared[:, None] + squared[None, :] - 2 * x @ x.T, 0.0)
-    median = float(np.sqrt(np.median(distances[np.triu_indices(len(x), 1)])))
-    return [0.5 * median, median, 2 * median]
+    return _median_widths(_squared_distances(x, x))
 
 
 def mmd(x, y, bandwidths=None, unbiased=True):
@@ -46,12 +59,8 @@ def mmd(x, y, bandwidths=None, unbiased=True):
     x = np.asarray(x, "float64").reshape(len(x), -1)
     y = np.asarray(y, "float64").reshape(len(y), -1)
     z = np.concatenate([x, y])
-    squared = np.sum(z**2, axis=1)
-    distances = np.maximum(squared[:, None] + squared[None, :] - 2 * z @ z.T, 0.0)
-    if bandwidths is None:
-        median = np.sqrt(np.median(distances[np.triu_indices(len(z), 1)]))
-        bandwidths = [0.5 * median, median, 2 * median]
-    kernel = sum(np.exp(-distances / (2.0 * s**2)) for s in bandwidths)
+    distances = _squared_distances(z, z)
+    kernel = _kernel(distances, _median_widths(distances) if bandwidths is None else bandwidths)
     n, m = len(x), len(y)
     k_xx, k_yy, k_xy = kernel[:n, :n], kernel[n:, n:], kernel[:n, n:]
     if not unbiased:
@@ -96,13 +105,8 @@ def mmd_floor(x, num_points, bandwidths=None, chunk=1000):
         raise ValueError(f"mmd_floor needs at least 2 points (got {len(x)}), num_points >= 1 "
                          f"(got {num_points}) and chunk >= 1 (got {chunk})")
     bandwidths = median_bandwidths(x[:2000]) if bandwidths is None else bandwidths
-    squared = np.sum(x**2, axis=1)
-    total = 0.0
-    for start in range(0, len(x), chunk):
-        rows = x[start:start + chunk]
-        distances = np.maximum(squared[start:start + chunk, None] + squared[None, :]
-                               - 2 * rows @ x.T, 0.0)
-        total += sum(np.exp(-distances / (2.0 * s**2)) for s in bandwidths).sum()
+    total = sum(_kernel(_squared_distances(x[start:start + chunk], x), bandwidths).sum()
+                for start in range(0, len(x), chunk))
     m, diagonal = len(x), float(len(bandwidths))
     mean_pair = (total - m * diagonal) / (m * (m - 1))
     return 2.0 / num_points * (diagonal - mean_pair)
