@@ -17,6 +17,7 @@ from keras_ebm import data  # noqa: E402
 from keras_ebm import distribute  # noqa: E402
 from keras_ebm import energies  # noqa: E402
 from keras_ebm import evaluation  # noqa: E402
+from keras_ebm import experiment  # noqa: E402
 from keras_ebm import export  # noqa: E402
 from keras_ebm import layers  # noqa: E402
 from keras_ebm import losses  # noqa: E402

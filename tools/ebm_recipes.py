@@ -1,7 +1,5 @@
-r"""The EBM side of tools/train.py: its flags, data, evaluation, figures and export.
-
-Models are built by `keras_ebm.presets` and trained by `keras_ebm.training`;
-this module holds what only the CLI needs:
+r"""The EBM flags of tools/train.py (each is a `keras_ebm.experiment.RunConfig` field or a
+preset setting of the same name):
 
     python tools/train.py --flagfile=configs/pcd_rbm.flags
     python tools/train.py --flagfile=configs/pcd_rings.flags
@@ -11,9 +9,6 @@ test log-likelihood in nats), `digits` (8x8 digits in [0, 1], MLP energy) or
 `toy:<name>` with name in rings, moons, 8gaussians, checkerboard (MLP energy,
 scored by exact log-likelihood by grid quadrature over [-4, 4]^2).
 """
-
-import os
-import tempfile
 
 from absl import flags
 
@@ -97,75 +92,3 @@ flags.DEFINE_enum("on_divergence", "stop", ["stop", "rollback"],
 flags.DEFINE_integer("max_rollbacks", 3, "Most rollbacks before --on_divergence=rollback stops.")
 flags.DEFINE_float("rollback_lr_factor", 0.5,
                    "Each rollback multiplies the learning rate (schedule) by this factor.")
-
-
-def validate(flag_values, ssl, usage_error):
-    """The checks of the EBM flags that depend on --method."""
-    if flag_values.max_rollbacks < 0:
-        raise usage_error(f"--max_rollbacks={flag_values.max_rollbacks} must be >= 0")
-    if not ssl and flag_values.strategy != "default":
-        raise usage_error(f"--strategy={flag_values.strategy}: the EBM recipes train on one "
-                          "device (the keras_ebm EBM methods themselves run under tf.distribute)")
-    if flag_values.epoch_program and flag_values.method not in ("cd", "pcd"):
-        raise usage_error(f"--epoch_program is for --method=cd|pcd with an RBM, not "
-                          f"--method={flag_values.method}")
-
-
-def prepare_workdir(workdir, usage_error):
-    """Creates the workdir and checks that it is writable."""
-    try:
-        os.makedirs(workdir, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=workdir) as probe:
-            probe.write(b"writable")
-    except OSError as error:
-        raise usage_error(f"--workdir={workdir} cannot be written: {error.strerror}") from None
-
-
-def epoch_program_data(model, x_train, config, flag_values):
-    """`training.fit`'s dataset_fn for --epoch_program (one element per epoch), else None."""
-    if not flag_values.epoch_program:
-        return None
-    if flag_values.dataset != "binary_digits":
-        raise ValueError("--epoch_program needs --method=cd|pcd on --dataset=binary_digits")
-    try:
-        model.check_epoch_program()
-    except ValueError as error:
-        raise ValueError(f"--epoch_program: {error}") from None
-    model.compile(optimizer=model.optimizer, jit_compile=True)
-    batch_size = min(config["batch_size"], len(x_train))
-    return lambda initial_epoch, steps: (model.epoch_dataset(
-        x_train, batch_size, seed=flag_values.seed, initial_epoch=initial_epoch,
-        epochs=config["epochs"], steps_per_epoch=steps), 1)
-
-
-def export(model, export_dir, example_shape, kind=None):
-    """Exports the encoder (kind None) or the energy (serving_default and energy) as a SavedModel.
-
-    The signature refuses inputs of another shape, non-finite values and, unless
-    `kind` is "toy" (points in [-4, 4]^2), values outside [0, 1].
-    """
-    from keras_ebm.export import export_encoder
-    from keras_ebm.export import export_energy
-
-    if kind is None:
-        return export_encoder(export_dir, model.encoder, example_shape)
-    return export_energy(export_dir, model.energy, example_shape,
-                         value_range=None if kind == "toy" else (0.0, 1.0))
-
-
-def load_data(dataset, flag_values):
-    """Returns (x_train, x_test, kind) with kind in binary, continuous, toy."""
-    from keras_ebm.data import load_energy_data
-
-    return load_energy_data(dataset, seed=flag_values.seed,
-                            toy_train_samples=flag_values.toy_train_samples,
-                            toy_test_samples=flag_values.toy_test_samples)
-
-
-def evaluate(model, x_train, x_test, flag_values, workdir):
-    """Scores the trained energy and draws its pictures (`keras_ebm.evaluation.evaluate_energy`)."""
-    from keras_ebm.evaluation import evaluate_energy
-
-    return evaluate_energy(model, x_train, x_test, method=flag_values.method, workdir=workdir,
-                           grid_size=flag_values.grid_size, ais=flag_values.ais,
-                           seed=flag_values.seed, dataset=flag_values.dataset)
