@@ -245,3 +245,18 @@ def test_autoencoder_chains_are_reproducible_per_seed(method):
     a, b = (model.sample(start, num_steps=5, seed=3) for _ in range(2))
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, model.sample(start, num_steps=5, seed=4))
+
+
+@pytest.mark.parametrize("method", ["dae", "contractive_autoencoder"])
+def test_autoencoder_chains_stay_in_the_bounds_given(method):
+    from keras_ebm.evaluation import draw_samples
+
+    x = np.random.default_rng(0).standard_normal((300, 2)).astype("float32")
+    model = presets.build(method, x, epochs=1)
+    start = np.random.default_rng(1).uniform(-4, 4, (200, 2))
+    free = model.sample(start, num_steps=3, seed=0)
+    boxed = model.sample(start, num_steps=3, seed=0, bounds=(0.5, 0.6))
+    assert boxed.min() >= 0.5 and boxed.max() <= 0.6
+    assert ((free < 0.5) | (free > 0.6)).any()  # the box is what holds them
+    drawn = draw_samples(model, 200, x, num_steps=3, bounds=(0.5, 0.6))
+    assert drawn.shape == (200, 2) and drawn.min() >= 0.5 and drawn.max() <= 0.6

@@ -190,3 +190,34 @@ def test_samples_are_drawn_in_the_data_box():
     assert samples.min() >= low - 10 and samples.mean() < -1.0  # not clamped into [0, 1]
     with pytest.raises(ValueError, match="rescale the data"):
         evaluate_energy(model, data[:, :2] * 3, data[:, :2] * 3)
+
+
+class WithLangevin(EnergyOnly):
+    """A method that trains with Langevin: draw_samples anneals with its sampler's settings."""
+
+    def __init__(self, energy, sampler):
+        super().__init__(energy)
+        self.sampler = sampler
+
+
+def test_draw_samples_gives_the_annealed_chains_the_methods_jumps():
+    # Without resampling, annealed MALA leaves each mode the chains its basin caught (about
+    # half each); with the method's own jumps between modes the chains reach 0.8 / 0.2.
+    x_train = np.array([[-2.0, 0.0], [2.0, 0.0]], "float32")  # only its [-4, 4] box is used
+    left = {}
+    for jump_probability in (0.0, 0.5):
+        sampler = samplers.Langevin(step_size=0.02, metropolis=True, clip_value_min=-4.0,
+                                    clip_value_max=4.0, jump_probability=jump_probability)
+        samples = draw_samples(WithLangevin(two_mode_energy, sampler), 2000, x_train,
+                               num_steps=1000, bounds=(-4.0, 4.0))
+        left[jump_probability] = (samples[:, 0] < 0).mean()
+    assert abs(left[0.5] - 0.8) < 0.04, left
+    assert abs(left[0.0] - 0.8) > 0.1, left
+
+
+def test_draw_samples_keeps_the_chains_in_the_bounds_given():
+    x_train = np.array([[-2.0, 0.0], [2.0, 0.0]], "float32")
+    samples = draw_samples(EnergyOnly(two_mode_energy), 500, x_train, num_steps=50,
+                           bounds=(-1.0, 0.5))
+    assert samples.min() >= -1.0 and samples.max() <= 0.5
+    assert samples[:, 0].min() < -0.9  # pulled to the mode at -2: held at the box's edge
