@@ -199,8 +199,10 @@ class RunConfig:
         read = presets.defaults(self.method)
         values = {k: v for k, v in self.settings.items() if k in read and v is not None}
         values["seed"] = self.seed
-        if self.jit_compile != "auto" or self.ssl:
-            values["jit_compile"] = default_jit_compile(self.jit_compile, self.strategy)
+        # "auto": XLA where an EBM preset turns it on (the toys' PCD) or where the method
+        # picks it (an RBM's Gibbs blocks on CPU); the self-supervised methods on GPUs and TPUs.
+        values["jit_compile"] = "auto" if self.jit_compile == "auto" and not self.ssl else (
+            default_jit_compile(self.jit_compile, self.strategy))
         return values
 
 
@@ -337,6 +339,7 @@ class _Plan:
     steps: int  # updates per epoch
     batch_size: int
     dataset_fn: object  # epoch_program's data, or None
+    jit_compile: object  # the fit's: True for epoch_program (one XLA program an epoch)
     state: dict  # the checkpoints' fingerprint (state-shaping settings)
     settings: dict  # the other settings, recorded in the checkpoints
 
@@ -363,7 +366,9 @@ def _build(config, x_train, kind, strategy):
         raise
     state, settings = presets.fingerprint(config.method, preset, x_train.shape[1:])
     state = {**state, "dataset": config.dataset, "num_examples": len(x_train)}
-    return _Plan(model, preset, kind, steps, batch_size, dataset_fn, state, settings)
+    jit_compile = True if dataset_fn is not None else preset["jit_compile"]
+    return _Plan(model, preset, kind, steps, batch_size, dataset_fn, jit_compile, state,
+                 settings)
 
 
 def _stopped(error, config, monitor, chief):
@@ -402,7 +407,7 @@ def _fit(config, plan, data, monitor, chief, warn):
             max_rollbacks=config.max_rollbacks, rollback_lr_factor=config.rollback_lr_factor,
             optimizer=presets.optimizer_factory(config.method, plan.steps, plan.kind,
                                                 **config.overrides()),
-            jit_compile=plan.preset["jit_compile"], callbacks=[*monitor, *config.callbacks],
+            jit_compile=plan.jit_compile, callbacks=[*monitor, *config.callbacks],
             verbose=(1 if sys.stdout.isatty() else 2) if config.verbose else 0,
             dataset_fn=plan.dataset_fn, chief=chief, fingerprint=plan.state,
             settings=plan.settings, warn=warn)

@@ -87,3 +87,26 @@ def test_divergence_raises_run_stopped_and_exports_nothing(tmp_path):
     assert str(caught.value).startswith("Non-finite") and "nothing was exported" in str(
         caught.value)
     assert not export_dir.exists() and not (tmp_path / "w" / "model.keras").exists()
+
+
+def test_jit_compile_auto_reaches_the_presets_and_the_methods(tmp_path):
+    # "auto" is passed through to the EBM presets (the toys' PCD turns XLA on; an RBM's Gibbs
+    # blocks pick XLA on CPU themselves); an explicit value, and the self-supervised
+    # methods' auto (XLA on GPUs and TPUs only), are resolved here.
+    assert experiment.RunConfig(method="pcd").overrides()["jit_compile"] == "auto"
+    assert experiment.RunConfig(method="pcd", jit_compile="false").overrides()[
+        "jit_compile"] is False
+    assert experiment.RunConfig(method="moco", jit_compile=True).overrides()[
+        "jit_compile"] is True
+    assert experiment.RunConfig(method="moco").overrides()["jit_compile"] is bool(
+        keras_ebm.distribute.default_jit_compile())
+    compiled = {}
+    for name, fields in {"rbm": {"dataset": "binary_digits"},
+                         "epoch_program": {"dataset": "binary_digits", "epoch_program": True},
+                         "toy": {"dataset": "toy:rings", "toy_train_samples": 400,
+                                 "toy_test_samples": 200, "grid_size": 40}}.items():
+        result = experiment.run(method="pcd", workdir=str(tmp_path / name), verbose=False,
+                                settings={"epochs": 1, "num_chains": 40,
+                                          "energy_hidden_units": [8]}, **fields)
+        compiled[name] = result.model._jit_compile_argument
+    assert compiled == {"rbm": "auto", "epoch_program": True, "toy": True}
