@@ -323,7 +323,6 @@ def _epoch_program_data(model, x_train, config, batch_size, epochs):
         model.check_epoch_program()
     except ValueError as error:
         raise SettingError(f"epoch_program: {error}") from None
-    model.compile(optimizer=model.optimizer, jit_compile=True)
     return lambda initial_epoch, steps: (model.epoch_dataset(
         x_train, batch_size, seed=config.seed, initial_epoch=initial_epoch, epochs=epochs,
         steps_per_epoch=steps), 1)
@@ -339,7 +338,6 @@ class _Plan:
     steps: int  # updates per epoch
     batch_size: int
     dataset_fn: object  # epoch_program's data, or None
-    jit_compile: object  # the fit's: True for epoch_program (one XLA program an epoch)
     state: dict  # the checkpoints' fingerprint (state-shaping settings)
     settings: dict  # the other settings, recorded in the checkpoints
 
@@ -366,9 +364,7 @@ def _build(config, x_train, kind, strategy):
         raise
     state, settings = presets.fingerprint(config.method, preset, x_train.shape[1:])
     state = {**state, "dataset": config.dataset, "num_examples": len(x_train)}
-    jit_compile = True if dataset_fn is not None else preset["jit_compile"]
-    return _Plan(model, preset, kind, steps, batch_size, dataset_fn, jit_compile, state,
-                 settings)
+    return _Plan(model, preset, kind, steps, batch_size, dataset_fn, state, settings)
 
 
 def _stopped(error, config, monitor, chief):
@@ -407,7 +403,9 @@ def _fit(config, plan, data, monitor, chief, warn):
             max_rollbacks=config.max_rollbacks, rollback_lr_factor=config.rollback_lr_factor,
             optimizer=presets.optimizer_factory(config.method, plan.steps, plan.kind,
                                                 **config.overrides()),
-            jit_compile=plan.jit_compile, callbacks=[*monitor, *config.callbacks],
+            # epoch_program: one XLA program an epoch (fit compiles with this value)
+            jit_compile=True if plan.dataset_fn is not None else plan.preset["jit_compile"],
+            callbacks=[*monitor, *config.callbacks],
             verbose=(1 if sys.stdout.isatty() else 2) if config.verbose else 0,
             dataset_fn=plan.dataset_fn, chief=chief, fingerprint=plan.state,
             settings=plan.settings, warn=warn)
